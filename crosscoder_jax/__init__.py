@@ -1,0 +1,1 @@
+"""crosscoder_jax: sparse crosscoders across pretraining checkpoints, and RelIE."""
