@@ -1,0 +1,60 @@
+"""Run bookkeeping shared by every long run: a metrics.jsonl file and a progress bar.
+
+Every launch step writes its metrics as one JSON object a line to `<workdir>/metrics.jsonl` (or
+another named file) so that a killed run keeps everything it logged, and shows a tqdm bar with rate
+and ETA.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from tqdm.auto import tqdm
+
+
+def _plain(value: Any) -> Any:
+    """Converts numpy / jax scalars and arrays to JSON-ready Python values (NaN -> None)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "__array__"):
+        arr = np.asarray(value)
+        return _plain(arr.item() if arr.ndim == 0 else arr.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class MetricsLog:
+    """Appends metric records to a JSON-lines file; each line is flushed at once.
+
+    Records get a wall-clock `time` field. The file is append-only, so a resumed run keeps the
+    history of the run it continues.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        line = json.dumps({"time": time.time(), **_plain(dict(record))})
+        with open(self.path, "a") as fh:
+            fh.write(line + "\n")
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(l) for l in self.path.read_text().splitlines() if l.strip()]
+
+
+def progress(total: int, initial: int = 0, desc: str = "", unit: str = "it", **kwargs: Any) -> tqdm:
+    """A tqdm bar with rate and ETA; `initial` lets a resumed run start where it stopped."""
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
+                smoothing=0.1, mininterval=0.5, **kwargs)
