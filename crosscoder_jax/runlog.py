@@ -18,15 +18,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 
-def _plain(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Converts numpy / jax scalars and arrays to JSON-ready Python values (NaN -> None)."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [jsonable(v) for v in value]
     if hasattr(value, "__array__"):
         arr = np.asarray(value)
-        return _plain(arr.item() if arr.ndim == 0 else arr.tolist())
+        return jsonable(arr.item() if arr.ndim == 0 else arr.tolist())
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -44,7 +44,7 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, record: Mapping[str, Any]) -> None:
-        line = json.dumps({"time": time.time(), **_plain(dict(record))})
+        line = json.dumps({"time": time.time(), **jsonable(dict(record))})
         with open(self.path, "a") as fh:
             fh.write(line + "\n")
 

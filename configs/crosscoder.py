@@ -1,0 +1,49 @@
+"""Training config for `python -m launch.train --config=configs/crosscoder.py --config.<field>=...`.
+
+Defaults are the paper's settings (Pythia-1B / OLMo-1B / BLOOM-1b1): F = 16384, batch 4096, Adam
+lr 5e-5 (0.9, 0.999), grad-norm clip 1.0, constant lr then linear decay over the last 20%,
+400M tokens (97,656 steps). `activation` picks the sparsity: l1 | topk | batchtopk | jumprelu.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.activations = ""            # activation store directory (see README: the store layout)
+    c.workdir = ""                # everything of the run goes here; rerunning resumes
+    c.dict_size = 16384           # F, latents
+    c.activation = "batchtopk"    # l1 | topk | batchtopk | jumprelu
+    c.k = 200                     # topk / batchtopk: active latents per token
+    c.k_start = 0                 # batchtopk/topk: anneal k from k_start (0: no annealing; paper 1000)
+    c.k_anneal_steps = 0          # over this many steps (paper 5000)
+    c.l1_coeff = 2.0              # lambda of the L1 (l1) or L0 (jumprelu) penalty
+    c.sparsity_warmup_frac = 0.05 # lambda warms up linearly over this fraction of the steps
+    c.aux_coeff = 1.0 / 32.0      # AuxK weight (topk, batchtopk)
+    c.k_aux = 0                   # dead latents per token in AuxK (0: D // 2)
+    c.dead_tokens = 10_000_000    # a latent silent for this many tokens is dead
+    c.threshold_beta = 0.999      # batchtopk inference threshold EMA
+    c.threshold_start_step = 1000
+    c.bandwidth = 0.5             # jumprelu straight-through kernel width (inputs have mean norm sqrt(D))
+    c.init_threshold = 0.5        # jumprelu initial threshold
+    c.dec_init_norm = 0.0         # decoder row norm at init (0: 0.08 for l1, 1.0 otherwise)
+    c.matmul_dtype = "float32"    # or "bfloat16" operands (float32 accumulation)
+    c.normalize = True            # scale each checkpoint to mean norm sqrt(D)
+    c.lr = 5e-5
+    c.b1 = 0.9
+    c.b2 = 0.999
+    c.grad_clip = 1.0             # global-norm clip (0: off)
+    c.warmup_steps = 0
+    c.decay_frac = 0.2            # linear decay to 0 over the last 20% of steps
+    c.batch_size = 4096
+    c.steps = 97_656
+    c.seed = 0
+    c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})   # -1 fills with the devices present
+    c.reader = ml_collections.ConfigDict({"window_chunks": 8, "prefetch": 4, "shards": 0})  # 0: process count
+    c.log_every = 100
+    c.save_every = 1000
+    c.max_to_keep = 2
+    c.progress = True
+    c.resume_anyway = False
+    c.distributed = ml_collections.ConfigDict({"coordinator": "", "num_processes": 1, "process_id": 0})
+    return c

@@ -1,0 +1,190 @@
+"""The sparse crosscoder: parameters, encode/decode, training loss and input-scaling folds.
+
+Shapes (PAPER.md section 2): C checkpoints, D hidden size, F latents, B tokens.
+`W_enc [C, D, F]`, `b_enc [F]`, `W_dec [F, C, D]`, `b_dec [C, D]`; one code `f [B, F]` shared by all
+checkpoints, one decoder slice per checkpoint. C = 1 is a plain SAE.
+
+Everything here is a pure function over a params dict; the activation function (l1, topk,
+batchtopk, jumprelu, ...) is looked up in `crosscoder_jax.activations` by `Spec.activation`.
+Training runs in normalised space (each checkpoint scaled by `s_c = sqrt(D) / E||a_c||`);
+`fold_scales` moves the scales into the weights so the exported crosscoder reads raw activations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from crosscoder_jax import activations
+
+Params = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """Static crosscoder hyperparameters (hashable: passed to jit as a static argument).
+
+    Attributes:
+      n_checkpoints: C, the number of stacked checkpoints (1 = plain SAE).
+      d_model: D, the hidden size of every checkpoint.
+      dict_size: F, the number of latents.
+      activation: registry name: "l1", "topk", "batchtopk" or "jumprelu".
+      k: active latents per token (topk), or on average per token (batchtopk).
+      k_start: if set, k anneals linearly from k_start down to k over k_anneal_steps (paper: 1000 -> 200).
+      k_anneal_steps: length of the k annealing.
+      sparsity_coeff: lambda of the L1 penalty (l1) or of the L0 penalty (jumprelu).
+      sparsity_warmup_steps: lambda grows linearly from 0 over this many steps (paper: 5% of steps).
+      aux_coeff: weight of the AuxK loss on dead latents (topk, batchtopk); paper 1/32.
+      k_aux: dead latents used per token by AuxK; None means D // 2.
+      dead_tokens: a latent that has not fired for this many tokens counts as dead.
+      threshold_beta: EMA decay of the batchtopk inference threshold.
+      threshold_start_step: the batchtopk threshold EMA starts after this many steps.
+      bandwidth: width of the jumprelu straight-through rectangle kernel.
+      init_threshold: initial jumprelu threshold.
+      dec_init_norm: norm of every decoder row W_dec[i, c] at init; None: 0.08 for l1, else 1.0.
+      matmul_dtype: operand dtype of the encoder/decoder matmuls ("float32" or "bfloat16");
+        accumulation is always float32.
+    """
+
+    n_checkpoints: int
+    d_model: int
+    dict_size: int
+    activation: str = "batchtopk"
+    k: int = 32
+    k_start: int | None = None
+    k_anneal_steps: int = 0
+    sparsity_coeff: float = 2.0
+    sparsity_warmup_steps: int = 0
+    aux_coeff: float = 1.0 / 32.0
+    k_aux: int | None = None
+    dead_tokens: int = 10_000_000
+    threshold_beta: float = 0.999
+    threshold_start_step: int = 1000
+    bandwidth: float = 0.5
+    init_threshold: float = 0.5
+    dec_init_norm: float | None = None
+    matmul_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if min(self.n_checkpoints, self.d_model, self.dict_size) < 1:
+            raise ValueError(f"n_checkpoints, d_model and dict_size must be >= 1, got {self.n_checkpoints}, "
+                             f"{self.d_model}, {self.dict_size}")
+        activations.get(self.activation)  # raises with the list of known names
+        if self.activation in ("topk", "batchtopk"):
+            for name in ("k", "k_start"):
+                value = getattr(self, name)
+                if value is not None and not 1 <= value <= self.dict_size:
+                    raise ValueError(f"{name}={value} must lie in [1, dict_size={self.dict_size}]: "
+                                     f"lower {name} or raise dict_size")
+
+    @property
+    def k_aux_resolved(self) -> int:
+        return self.k_aux if self.k_aux is not None else max(1, self.d_model // 2)
+
+    @property
+    def dec_init_norm_resolved(self) -> float:
+        if self.dec_init_norm is not None:
+            return self.dec_init_norm
+        return 0.08 if self.activation == "l1" else 1.0
+
+
+def init_params(spec: Spec, key: jax.Array) -> Params:
+    """The paper's init: W_dec ~ N(0, 1) with every row W_dec[i, c] rescaled to `dec_init_norm`,
+    W_enc[c] = W_dec[:, c, :].T, zero biases, plus the activation function's own parameters."""
+    C, D, F = spec.n_checkpoints, spec.d_model, spec.dict_size
+    W_dec_FCD = jax.random.normal(key, (F, C, D), jnp.float32)
+    W_dec_FCD = W_dec_FCD * (spec.dec_init_norm_resolved / jnp.linalg.norm(W_dec_FCD, axis=-1, keepdims=True))
+    params = {
+        "W_enc": jnp.transpose(W_dec_FCD, (1, 2, 0)),
+        "b_enc": jnp.zeros((F,), jnp.float32),
+        "W_dec": W_dec_FCD,
+        "b_dec": jnp.zeros((C, D), jnp.float32),
+    }
+    params.update(activations.get(spec.activation).init_params(spec))
+    return params
+
+
+def _operand(x: jax.Array, spec: Spec) -> jax.Array:
+    return x.astype(jnp.bfloat16) if spec.matmul_dtype == "bfloat16" else x.astype(jnp.float32)
+
+
+def encoder_pre(params: Params, x_BCD: jax.Array, spec: Spec) -> jax.Array:
+    """Pre-activations `sum_c x_c @ W_enc[c] + b_enc`, float32 [B, F]."""
+    pre_BF = jnp.einsum("bcd,cdf->bf", _operand(x_BCD, spec), _operand(params["W_enc"], spec),
+                        preferred_element_type=jnp.float32)
+    return pre_BF + params["b_enc"]
+
+
+def decode(params: Params, f_BF: jax.Array, spec: Spec, bias: bool = True) -> jax.Array:
+    """Reconstructions `xhat_c = f @ W_dec[:, c, :] + b_dec[c]`, float32 [B, C, D]."""
+    xhat_BCD = jnp.einsum("bf,fcd->bcd", _operand(f_BF, spec), _operand(params["W_dec"], spec),
+                          preferred_element_type=jnp.float32)
+    return xhat_BCD + params["b_dec"] if bias else xhat_BCD
+
+
+def decoder_norms(params: Params) -> jax.Array:
+    """Per-latent, per-checkpoint decoder norms `||W_dec[i, c]||`, [F, C]."""
+    return jnp.sqrt(jnp.sum(jnp.square(params["W_dec"].astype(jnp.float32)), axis=-1))
+
+
+def encode(params: Params, x_BCD: jax.Array, spec: Spec, act_state: Mapping[str, jax.Array]) -> jax.Array:
+    """Inference-mode codes f [B, F] (batchtopk and jumprelu use their thresholds, not a batch top-k)."""
+    pre_BF = encoder_pre(params, x_BCD, spec)
+    dn_F = jnp.sum(decoder_norms(params), axis=-1)
+    return activations.get(spec.activation).infer(pre_BF, params, act_state, spec, dn_F)
+
+
+def reconstruct(params: Params, x_BCD: jax.Array, spec: Spec, act_state: Mapping[str, jax.Array]) -> jax.Array:
+    """Inference-mode reconstruction xhat [B, C, D]."""
+    return decode(params, encode(params, x_BCD, spec, act_state), spec)
+
+
+def loss_fn(params: Params, act_state: Mapping[str, jax.Array], x_BCD: jax.Array, spec: Spec,
+            step: jax.Array, dead_F: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
+    """Training loss on a normalised batch x [B, C, D].
+
+    loss = mean_b sum_c ||xhat_c - x_c||^2 + the activation function's terms (L1 or L0 penalty,
+    AuxK). Returns (loss, aux) with aux["terms"] (each loss term), aux["f_BF"], aux["xhat_BCD"] and
+    aux["act_update"] (what the activation function needs to update its state, e.g. the batchtopk
+    threshold candidate).
+    """
+    act = activations.get(spec.activation)
+    pre_BF = encoder_pre(params, x_BCD, spec)
+    dn_F = jnp.sum(decoder_norms(params), axis=-1)
+    f_BF, act_update = act.train(pre_BF, params, act_state, spec, dn_F, step)
+    xhat_BCD = decode(params, f_BF, spec)
+    x32_BCD = x_BCD.astype(jnp.float32)
+    terms = {"recon": jnp.mean(jnp.sum(jnp.square(xhat_BCD - x32_BCD), axis=(1, 2)))}
+    ctx = activations.PenaltyContext(pre_BF=pre_BF, f_BF=f_BF, x_BCD=x32_BCD, xhat_BCD=xhat_BCD, dn_F=dn_F,
+                                     dead_F=dead_F, step=step, params=params, spec=spec)
+    terms.update(act.penalties(ctx))
+    loss = sum(terms.values())
+    return loss, {"terms": terms, "f_BF": f_BF, "xhat_BCD": xhat_BCD, "act_update": act_update}
+
+
+def fvu(x_BCD: jax.Array, xhat_BCD: jax.Array) -> jax.Array:
+    """Fraction of variance unexplained per checkpoint, [C]:
+    `sum_b ||x_c - xhat_c||^2 / sum_b ||x_c - mean_b x_c||^2`."""
+    x_BCD = x_BCD.astype(jnp.float32)
+    err_C = jnp.sum(jnp.square(x_BCD - xhat_BCD), axis=(0, 2))
+    var_C = jnp.sum(jnp.square(x_BCD - jnp.mean(x_BCD, axis=0, keepdims=True)), axis=(0, 2))
+    return err_C / jnp.maximum(var_C, 1e-30)
+
+
+def fold_scales(params: Params, scales_C: jax.Array) -> Params:
+    """Moves the input scaling into the weights: the result reads raw activations.
+    `W_enc[c] *= s_c`, `W_dec[:, c] /= s_c`, `b_dec[c] /= s_c`."""
+    s_C = jnp.asarray(scales_C, jnp.float32)
+    out = dict(params)
+    out["W_enc"] = params["W_enc"] * s_C[:, None, None]
+    out["W_dec"] = params["W_dec"] / s_C[None, :, None]
+    out["b_dec"] = params["b_dec"] / s_C[:, None]
+    return out
+
+
+def unfold_scales(params: Params, scales_C: jax.Array) -> Params:
+    """Inverse of `fold_scales`: back to the normalised space the crosscoder was trained in."""
+    return fold_scales(params, 1.0 / jnp.asarray(scales_C, jnp.float32))

@@ -1,0 +1,476 @@
+"""A synthetic English-like language whose grammatical structure is known token by token.
+
+Sentences (one grammar, sampled with seeded mixture weights, see `GrammarConfig`):
+
+    S    -> NP_subj [MOD] VP "."
+    NP   -> Det N                  determiner agrees in number with the noun ("this key", "these keys")
+    MOD  -> Prep NP_attr           "the key to the cabinets"           (prepositional phrase)
+          | "that" NP_attr V_rc    "the author that the guards like"   (object relative clause)
+          | "that" V_rc NP_attr    "the author that likes the guards"  (subject relative clause)
+    VP   -> V_intr | V_tr NP_obj | Cop Adj | V_tr Refl
+                                   the main verb agrees with the subject head noun, never with the
+                                   attractor; the reflexive ("himself" / "themselves") agrees with the
+                                   subject in number (and with the noun's fixed gender)
+
+Phenomena: regular, irregular ("man/men", "mouse/mice") and invariant ("sheep/sheep", number only
+from the determiner) plurals; singular-only (a/an, this, every, one), plural-only (these, several,
+two, many) and neutral ("the") determiners; attractor nouns of either number inside PPs and relative
+clauses; agreement of the relative-clause verb with its own subject; reflexive anaphors; animate /
+inanimate selection of verbs.
+
+Tokens are whole words (a `tokenizers` WordLevel model with a whitespace pre-tokenizer): `" is"` and
+`"is"` are the same single token, so `prefix + " " + answer` tokenizes as the prefix's tokens plus one
+answer token. The tokenizer prepends `<bos>` (id 1).
+
+`annotate(tokens)` recovers, for any token sequence of this language (several sentences, truncated
+windows, with specials), each token's role and the grammatical numbers in play; minimal-pair files
+carry the same annotation (see `grammar_pairs`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+SG, PL, NONE = "sg", "pl", ""
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+SPECIALS = (PAD, BOS, EOS, UNK)  # ids 0, 1, 2, 3
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+PERIOD = "."
+REL = "that"
+
+# ---------------------------------------------------------------------------------------------
+# Lexicon
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Noun:
+    sg: str
+    pl: str
+    animate: bool
+    gender: str  # "m" | "f" | "n": picks the singular reflexive
+    kind: str  # "regular" | "irregular" | "invariant"
+
+    def form(self, number: str) -> str:
+        return self.sg if number == SG else self.pl
+
+
+def _nouns(words: str, animate: bool, kind: str) -> list[Noun]:
+    out = []
+    for item in words.split():
+        sg, pl, gender = item.split("/")
+        out.append(Noun(sg, pl, animate, gender, kind))
+    return out
+
+
+ANIMATE_NOUNS = _nouns(
+    "author/authors/m guard/guards/m senator/senators/f pilot/pilots/f doctor/doctors/f "
+    "teacher/teachers/m farmer/farmers/m painter/painters/f dancer/dancers/f singer/singers/m "
+    "manager/managers/f student/students/m officer/officers/m nurse/nurses/f "
+    "dog/dogs/n cat/cats/n horse/horses/n bird/birds/n", True, "regular")
+IRREGULAR_NOUNS = _nouns(
+    "man/men/m woman/women/f child/children/f person/people/m mouse/mice/n goose/geese/n "
+    "ox/oxen/n", True, "irregular")
+INVARIANT_NOUNS = _nouns("sheep/sheep/n fish/fish/n deer/deer/n", True, "invariant")
+INANIMATE_NOUNS = _nouns(
+    "key/keys/n picture/pictures/n book/books/n box/boxes/n door/doors/n letter/letters/n "
+    "road/roads/n cabinet/cabinets/n table/tables/n house/houses/n car/cars/n window/windows/n "
+    "bridge/bridges/n", False, "regular")
+ALL_NOUNS = ANIMATE_NOUNS + IRREGULAR_NOUNS + INVARIANT_NOUNS + INANIMATE_NOUNS
+SUBJECT_NOUNS = ALL_NOUNS
+ANIMATES = ANIMATE_NOUNS + IRREGULAR_NOUNS + INVARIANT_NOUNS
+
+DETS = {SG: ("a", "an", "this", "every", "one"), PL: ("these", "several", "two", "many"),
+        NONE: ("the",)}
+VOWELS = "aeiou"
+
+# verbs as (singular, plural)
+INTR_ANIMATE = [("laughs", "laugh"), ("sleeps", "sleep"), ("smiles", "smile"), ("runs", "run"),
+                ("sings", "sing"), ("waits", "wait"), ("swims", "swim"), ("arrives", "arrive")]
+INTR_INANIMATE = [("falls", "fall"), ("breaks", "break"), ("shines", "shine"),
+                  ("stays", "stay"), ("moves", "move")]
+TRANSITIVE = [("likes", "like"), ("sees", "see"), ("helps", "help"), ("admires", "admire"),
+              ("follows", "follow"), ("hurts", "hurt"), ("knows", "know"), ("blames", "blame")]
+COPULA = [("is", "are"), ("was", "were")]
+ALL_VERBS = INTR_ANIMATE + INTR_INANIMATE + TRANSITIVE + COPULA
+PREPS = ("near", "behind", "beside", "with", "of", "to", "above", "under")
+ADJS = ("old", "new", "small", "big", "quiet", "ready", "red", "happy")
+REFL = {"m": "himself", "f": "herself", "n": "itself", PL: "themselves"}
+
+
+def reflexive(noun: Noun, number: str) -> str:
+    return REFL[PL] if number == PL else REFL[noun.gender]
+
+
+def _build_vocab() -> list[str]:
+    words: list[str] = list(SPECIALS) + [PERIOD, REL]
+    for group in (DETS[NONE], DETS[SG], DETS[PL]):
+        words += list(group)
+    for n in ALL_NOUNS:
+        words += [n.sg, n.pl]
+    for v in ALL_VERBS:
+        words += list(v)
+    words += list(PREPS) + list(ADJS) + list(dict.fromkeys(REFL.values()))
+    return list(dict.fromkeys(words))
+
+
+VOCAB: list[str] = _build_vocab()
+WORD_TO_ID: dict[str, int] = {w: i for i, w in enumerate(VOCAB)}
+
+
+def _word_info() -> dict[str, tuple[str, str]]:
+    """word -> (category, number). number "" where the word form is neutral."""
+    info: dict[str, tuple[str, str]] = {PERIOD: ("period", NONE), REL: ("rel", NONE)}
+    for number, dets in DETS.items():
+        for d in dets:
+            info[d] = ("det", number)
+    for n in ALL_NOUNS:
+        if n.sg == n.pl:
+            info[n.sg] = ("noun", NONE)
+        else:
+            info[n.sg], info[n.pl] = ("noun", SG), ("noun", PL)
+    for sg, pl in ALL_VERBS:
+        info[sg], info[pl] = ("verb", SG), ("verb", PL)
+    for p in PREPS:
+        info[p] = ("prep", NONE)
+    for a in ADJS:
+        info[a] = ("adj", NONE)
+    for g, r in REFL.items():
+        info[r] = ("refl", PL if g == PL else SG)
+    return info
+
+
+WORD_INFO = _word_info()
+NOUN_BY_FORM: dict[str, Noun] = {}
+for _n in ALL_NOUNS:
+    NOUN_BY_FORM[_n.sg] = NOUN_BY_FORM[_n.pl] = _n
+
+# ---------------------------------------------------------------------------------------------
+# Sentence sampling
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class GrammarConfig:
+    """Mixture weights of the sentence generator (the rest of the grammar is fixed).
+
+    p_pp / p_orc / p_src: probability that the subject carries a prepositional phrase / object
+    relative clause / subject relative clause (at most one); the rest are attractor-free.
+    p_mismatch: probability that the attractor's number differs from the subject's.
+    p_the: probability of the number-neutral determiner "the" for any noun phrase.
+    vp weights: intransitive, transitive + object, copula + adjective, transitive + reflexive.
+    """
+
+    p_pp: float = 0.15
+    p_orc: float = 0.10
+    p_src: float = 0.05
+    p_mismatch: float = 0.5
+    p_the: float = 0.5
+    vp_weights: tuple[float, float, float, float] = (0.35, 0.3, 0.2, 0.15)
+    p_irregular: float = 0.15  # share of animate subjects / attractors that are irregular nouns
+    p_invariant: float = 0.07  # ... that are invariant nouns ("sheep")
+
+
+# A token of a sampled sentence: (word, role, number). Roles: det_subj subj prep det_attr attr rel
+# verb_rc verb det_obj obj adj refl period (annotate() adds bos eos pad unk other).
+Token = tuple[str, str, str]
+
+
+@dataclasses.dataclass
+class Sentence:
+    tokens: list[Token]
+    subj_number: str
+    attr_number: str | None  # None: no attractor
+    structure: str  # "simple" | "pp" | "orc" | "src"
+
+    @property
+    def words(self) -> list[str]:
+        return [w for w, _, _ in self.tokens]
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+
+def _pick_noun(rng: random.Random, cfg: GrammarConfig, animate: bool | None) -> Noun:
+    if animate is None:
+        animate = rng.random() < 0.7
+    if not animate:
+        return rng.choice(INANIMATE_NOUNS)
+    u = rng.random()
+    if u < cfg.p_invariant:
+        return rng.choice(INVARIANT_NOUNS)
+    if u < cfg.p_invariant + cfg.p_irregular:
+        return rng.choice(IRREGULAR_NOUNS)
+    return rng.choice(ANIMATE_NOUNS)
+
+
+def _det(rng: random.Random, cfg: GrammarConfig, noun: Noun, number: str,
+         force_marked: bool = False) -> str:
+    if noun.kind == "invariant":
+        force_marked = True  # the determiner is the only number cue
+    if not force_marked and rng.random() < cfg.p_the:
+        return "the"
+    if number == SG:
+        word = noun.sg
+        choices = ("this", "every", "one", "an" if word[0] in VOWELS else "a")
+        return rng.choice(choices)
+    return rng.choice(DETS[PL])
+
+
+def noun_phrase(rng: random.Random, cfg: GrammarConfig, noun: Noun, number: str, det_role: str,
+                noun_role: str, force_marked: bool = False) -> list[Token]:
+    det = _det(rng, cfg, noun, number, force_marked)
+    return [(det, det_role, WORD_INFO[det][1]), (noun.form(number), noun_role, number)]
+
+
+def _verb(pair: tuple[str, str], number: str, role: str) -> Token:
+    return (pair[0] if number == SG else pair[1], role, number)
+
+
+def sample_sentence(rng: random.Random, cfg: GrammarConfig = GrammarConfig(), *,
+                    structure: str | None = None, subj_number: str | None = None,
+                    attr_number: str | None = None, subj_noun: Noun | None = None,
+                    vp: str | None = None) -> Sentence:
+    """One sentence; keyword arguments pin parts of it (used by the minimal-pair builders)."""
+    if structure is None:
+        u = rng.random()
+        structure = ("pp" if u < cfg.p_pp else "orc" if u < cfg.p_pp + cfg.p_orc
+                     else "src" if u < cfg.p_pp + cfg.p_orc + cfg.p_src else "simple")
+    if subj_number is None:
+        subj_number = rng.choice((SG, PL))
+    if structure != "simple" and attr_number is None:
+        mismatch = rng.random() < cfg.p_mismatch
+        attr_number = (PL if subj_number == SG else SG) if mismatch else subj_number
+    if structure == "simple":
+        attr_number = None
+    if subj_noun is None:
+        subj_noun = _pick_noun(rng, cfg, animate=True if structure in ("orc", "src") else None)
+    toks = noun_phrase(rng, cfg, subj_noun, subj_number, "det_subj", "subj")
+    if structure == "pp":
+        toks.append((rng.choice(PREPS), "prep", NONE))
+        toks += noun_phrase(rng, cfg, _pick_noun(rng, cfg, None), attr_number, "det_attr", "attr")
+    elif structure == "orc":  # the author that the guards like
+        toks.append((REL, "rel", NONE))
+        toks += noun_phrase(rng, cfg, _pick_noun(rng, cfg, True), attr_number, "det_attr", "attr")
+        toks.append(_verb(rng.choice(TRANSITIVE), attr_number, "verb_rc"))
+    elif structure == "src":  # the author that likes the guards
+        toks.append((REL, "rel", NONE))
+        toks.append(_verb(rng.choice(TRANSITIVE), subj_number, "verb_rc"))
+        toks += noun_phrase(rng, cfg, _pick_noun(rng, cfg, None), attr_number, "det_attr", "attr")
+    if vp is None:
+        kinds = ("intr", "tr", "cop", "refl") if subj_noun.animate else ("intr", "cop")
+        weights = cfg.vp_weights if subj_noun.animate else cfg.vp_weights[0:1] + cfg.vp_weights[2:3]
+        vp = rng.choices(kinds, weights=weights)[0]
+    if vp == "intr":
+        toks.append(_verb(rng.choice(INTR_ANIMATE if subj_noun.animate else INTR_INANIMATE),
+                          subj_number, "verb"))
+    elif vp == "cop":
+        toks.append(_verb(rng.choice(COPULA), subj_number, "verb"))
+        toks.append((rng.choice(ADJS), "adj", NONE))
+    elif vp == "tr":
+        toks.append(_verb(rng.choice(TRANSITIVE), subj_number, "verb"))
+        toks += noun_phrase(rng, cfg, _pick_noun(rng, cfg, None), rng.choice((SG, PL)),
+                            "det_obj", "obj")
+    elif vp == "refl":
+        toks.append(_verb(rng.choice(TRANSITIVE), subj_number, "verb"))
+        toks.append((reflexive(subj_noun, subj_number), "refl", subj_number))
+    else:
+        raise ValueError(f"unknown vp {vp!r}")
+    toks.append((PERIOD, "period", NONE))
+    return Sentence(toks, subj_number, attr_number, structure)
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpus: deterministic token windows
+# ---------------------------------------------------------------------------------------------
+
+
+def _rng(seed: int, index: int) -> random.Random:
+    return random.Random(f"crosscoder_jax.grammar:{seed}:{index}")
+
+
+def sentences(seed: int, cfg: GrammarConfig = GrammarConfig()) -> Iterator[Sentence]:
+    """An endless deterministic stream of sentences."""
+    rng = _rng(seed, -1)
+    while True:
+        yield sample_sentence(rng, cfg)
+
+
+def sample_window(rng: random.Random, seq_len: int, cfg: GrammarConfig = GrammarConfig()
+                  ) -> list[int]:
+    """`<bos>` then whole sentences, cut to exactly `seq_len` tokens (no padding needed)."""
+    ids = [BOS_ID]
+    while len(ids) < seq_len:
+        ids += [WORD_TO_ID[w] for w, _, _ in sample_sentence(rng, cfg).tokens]
+    return ids[:seq_len]
+
+
+def batch(seed: int, step: int, batch_size: int, seq_len: int,
+          cfg: GrammarConfig = GrammarConfig()) -> np.ndarray:
+    """Training batch `int32 [batch_size, seq_len]` for `step`: a pure function of its arguments,
+    so a resumed run sees exactly the data it would have seen."""
+    rng = _rng(seed, step)
+    return np.asarray([sample_window(rng, seq_len, cfg) for _ in range(batch_size)], np.int32)
+
+
+def encode(text: str | Sequence[str], add_bos: bool = True) -> list[int]:
+    """Word-level encoding identical to the saved tokenizer's (unknown words -> `<unk>`)."""
+    words = text.split() if isinstance(text, str) else list(text)
+    ids = [WORD_TO_ID.get(w, UNK_ID) for w in words]
+    return [BOS_ID] + ids if add_bos else ids
+
+
+def decode(ids: Sequence[int]) -> str:
+    return " ".join(VOCAB[int(i)] for i in ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer files
+# ---------------------------------------------------------------------------------------------
+
+
+def build_tokenizer():
+    """The word-level `tokenizers.Tokenizer` (adds `<bos>` in front of every encoded text)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, decoders
+
+    tok = Tokenizer(models.WordLevel(vocab=dict(WORD_TO_ID), unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, BOS_ID)])
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
+    tok.add_special_tokens(list(SPECIALS))
+    return tok
+
+
+def hf_tokenizer():
+    """`transformers.PreTrainedTokenizerFast` over `build_tokenizer()` (what save_pretrained writes)."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=build_tokenizer(), bos_token=BOS,
+                                   eos_token=EOS, pad_token=PAD, unk_token=UNK,
+                                   model_max_length=1024, clean_up_tokenization_spaces=False)
+
+
+def save_tokenizer(directory: str | os.PathLike):
+    """Writes tokenizer.json, tokenizer_config.json, special_tokens_map.json; returns the HF
+    tokenizer. `transformers.AutoTokenizer.from_pretrained(directory)` loads it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tok = hf_tokenizer()
+    tok.save_pretrained(str(directory))
+    smap = directory / "special_tokens_map.json"
+    if not smap.exists():
+        smap.write_text(json.dumps({"bos_token": BOS, "eos_token": EOS, "pad_token": PAD,
+                                    "unk_token": UNK}, indent=2))
+    return tok
+
+
+# ---------------------------------------------------------------------------------------------
+# Annotation of any token sequence
+# ---------------------------------------------------------------------------------------------
+
+ROLES = ("bos", "eos", "pad", "unk", "period", "det_subj", "subj", "prep", "det_attr", "attr",
+         "rel", "verb_rc", "verb", "det_obj", "obj", "adj", "refl", "other")
+
+# parser transitions: state -> {category: (role, next_state)}
+_TRANSITIONS = {
+    "start": {"det": ("det_subj", "subj")},
+    "subj": {"noun": ("subj", "after_subj")},
+    "after_subj": {"prep": ("prep", "pp_det"), "rel": ("rel", "rel"), "verb": ("verb", "vp")},
+    "pp_det": {"det": ("det_attr", "pp_noun")},
+    "pp_noun": {"noun": ("attr", "main_verb")},
+    "rel": {"det": ("det_attr", "orc_noun"), "verb": ("verb_rc", "src_det")},
+    "orc_noun": {"noun": ("attr", "orc_verb")},
+    "orc_verb": {"verb": ("verb_rc", "main_verb")},
+    "src_det": {"det": ("det_attr", "src_noun")},
+    "src_noun": {"noun": ("attr", "main_verb")},
+    "main_verb": {"verb": ("verb", "vp")},
+    "vp": {"det": ("det_obj", "obj"), "adj": ("adj", "end"), "refl": ("refl", "end")},
+    "obj": {"noun": ("obj", "end")},
+    "end": {},
+}
+
+
+def annotate(tokens: Sequence[int] | Sequence[str] | str) -> dict[str, list]:
+    """Per-token grammatical annotation of a token sequence of this language.
+
+    `tokens`: ids, words, or a whitespace-separated string (specials allowed; several sentences and
+    truncated windows are fine). Returns parallel lists, one entry per token:
+      role:        see ROLES ("subj" = subject head noun, "attr" = attractor noun inside the
+                   subject's PP / relative clause, "verb" = main verb, "verb_rc" = relative-clause
+                   verb, "other" = does not parse)
+      number:      the token's own grammatical number in context ("sg"/"pl"/""): nouns take their
+                   phrase's number (from determiner or verb where the noun is invariant), verbs
+                   and reflexives their form's, determiners theirs ("the" -> "")
+      subj_number: number of the sentence's subject, from the subject head noun to the period
+      attr_number: number of the sentence's attractor, from the attractor noun to the period
+                   ("" where none or not yet seen)
+      sentence:    index of the sentence the token belongs to (-1 for specials)
+    """
+    if isinstance(tokens, str):
+        tokens = tokens.split()
+    words = [VOCAB[int(t)] if not isinstance(t, str) else t for t in tokens]
+    n = len(words)
+    role, number = ["other"] * n, [NONE] * n
+    subj_num, attr_num, sent = [NONE] * n, [NONE] * n, [-1] * n
+
+    def close(idx: list[int]) -> None:
+        """Resolves phrase numbers of one sentence (token positions idx) and fills its fields."""
+        r = {role[i]: i for i in reversed(idx)}  # first position of each role
+
+        def phrase_num(det_role, noun_role, verb_role=None):
+            nums = [number[r[k]] for k in (noun_role, det_role) if k in r]
+            if verb_role and verb_role in r:
+                nums.append(number[r[verb_role]])
+            return next((x for x in nums if x), NONE)
+
+        s_num = phrase_num("det_subj", "subj", "verb")
+        a_verb = "verb_rc" if any(role[i] == "rel" for i in idx) and "det_attr" in r and \
+            "verb_rc" in r and r["verb_rc"] > r["det_attr"] else None
+        a_num = phrase_num("det_attr", "attr", a_verb)
+        o_num = phrase_num("det_obj", "obj")
+        for key, val in (("subj", s_num), ("attr", a_num), ("obj", o_num)):
+            if key in r:
+                number[r[key]] = val
+        for i in idx:
+            if "subj" in r and i >= r["subj"]:
+                subj_num[i] = s_num
+            if "attr" in r and i >= r["attr"]:
+                attr_num[i] = a_num
+
+    state, k, cur = "start", 0, []
+    for i, w in enumerate(words):
+        if w in SPECIALS or w not in WORD_INFO:
+            role[i] = {PAD: "pad", BOS: "bos", EOS: "eos"}.get(w, "unk")
+            if w in (BOS, EOS):
+                if cur:
+                    close(cur)
+                    k += 1
+                cur, state = [], "start"
+            continue
+        cat, num = WORD_INFO[w]
+        number[i], sent[i] = num, k
+        cur.append(i)
+        if cat == "period":
+            role[i] = "period"
+            close(cur)
+            cur, state, k = [], "start", k + 1
+            continue
+        nxt = _TRANSITIONS.get(state, {}).get(cat)
+        if nxt is None:
+            role[i], state = "other", "lost"
+        else:
+            role[i], state = nxt
+    if cur:
+        close(cur)
+    return {"role": role, "number": number, "subj_number": subj_num, "attr_number": attr_num,
+            "sentence": sent}
