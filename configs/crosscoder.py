@@ -44,6 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.save_every = 1000
     c.max_to_keep = 2
     c.progress = True
+    c.stop_after = 0              # stop (checkpointed) after this step, e.g. to fit a job's time limit; 0: run to the end
     c.resume_anyway = False
     c.distributed = ml_collections.ConfigDict({"coordinator": "", "num_processes": 1, "process_id": 0})
     return c

@@ -19,7 +19,7 @@ from crosscoder_jax.crosscoder import Spec
 from crosscoder_jax.store import Store
 
 # May differ between the run in a workdir and the command that resumes it.
-RUN_CONTROL = {"log_every", "save_every", "max_to_keep", "progress", "resume_anyway", "reader.prefetch",
+RUN_CONTROL = {"log_every", "save_every", "max_to_keep", "progress", "resume_anyway", "stop_after", "reader.prefetch",
                "distributed.coordinator", "distributed.num_processes", "distributed.process_id",
                "mesh.data", "mesh.model"}
 

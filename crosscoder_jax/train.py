@@ -93,7 +93,7 @@ def train_step(state: TrainState, x_BCD: jax.Array, *, spec: Spec, tx: optax.Gra
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                            act_state=act.update_state(state.act_state, aux["act_update"], spec, state.step),
                            since_fired=since, scales=state.scales, data_position=state.data_position + 1)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     metrics = {"loss": loss, **{f"loss_{k}": v for k, v in aux["terms"].items()},
                "fvu": crosscoder.fvu(x_BCD, aux["xhat_BCD"]),
                "l0": jnp.mean(jnp.sum(f_BF > 0, axis=-1)), "dead_frac": jnp.mean(dead_F),
@@ -146,6 +146,9 @@ def train(config) -> dict[str, Any]:
         state = init_fn(key)
     start = int(state.step)
     log = MetricsLog(workdir / "metrics.jsonl")
+    if jax.process_index() == 0:
+        log.write({"event": "start" if start == 0 else "resume", "step": start, "processes": jax.process_count(),
+                   "devices": jax.device_count(), "mesh": dict(mesh.shape)})
     shards = [s for s in range(config.reader.shards) if s % jax.process_count() == jax.process_index()]
     reader = StoreReader(store, config.batch_size, seed=config.seed, num_shards=config.reader.shards,
                          shards=shards, window_chunks=config.reader.window_chunks,
@@ -166,7 +169,8 @@ def train(config) -> dict[str, Any]:
                 "rerun (add --config.resume_anyway=True to resume with a changed config).")
 
     try:
-        for step in range(start, config.steps):
+        end = min(config.steps, config.stop_after) if config.stop_after else config.steps
+        for step in range(start, end):
             try:
                 batch = next(reader)
             except NonFiniteActivations as e:
@@ -188,7 +192,7 @@ def train(config) -> dict[str, Any]:
                     log.write({"step": done, **metrics_host})
                 bar.set_postfix(loss=f"{float(metrics_host['loss']):.4g}", l0=f"{float(metrics_host['l0']):.1f}",
                                 tok_s=f"{metrics_host['tokens_per_s']:.3g}")
-            if done % config.save_every == 0 or done == config.steps:
+            if done % config.save_every == 0 or done == end:
                 check(metrics, step)
                 mngr.save(done, args=ocp.args.StandardSave(state))
             bar.update(1)
@@ -196,8 +200,9 @@ def train(config) -> dict[str, Any]:
     finally:
         reader.close()
         bar.close()
+    finished = int(state.step) >= config.steps
     params, act_state = _host(state.params), _host(state.act_state)
-    if jax.process_index() == 0:
+    if finished and jax.process_index() == 0:
         save_crosscoder(workdir / "crosscoder.safetensors", params, act_state, spec, np.asarray(_host(state.scales)),
                         store.meta["checkpoints"],
                         extra_meta={"model": store.meta.get("model"), "layer": store.meta.get("layer"),
