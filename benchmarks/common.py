@@ -1,0 +1,29 @@
+"""Shared by the benchmarks: this machine's matmul peak measured with the same JAX build, and timing."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def timeit(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
+    """Best wall time of `fn()` (blocked until ready) over `repeats`, after `warmup` calls."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn())
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def matmul_peak(n: int = 4096, dtype=jnp.float32, accumulate=jnp.float32, repeats: int = 3) -> float:
+    """Achieved FLOP/s of a jitted n x n x n matmul: the machine's practical matmul peak."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32).astype(dtype)
+    f = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=accumulate))
+    return 2 * n ** 3 / timeit(lambda: f(a, b), repeats=repeats)
