@@ -1,0 +1,43 @@
+"""Evaluate a trained crosscoder inside the models, per checkpoint (FVU, L0, dead, delta-CE, CE recovered).
+
+  python -m launch.evaluate --config=configs/evaluate.py --config.workdir=runs/my_run
+Writes <workdir>/eval.json and prints the table.
+"""
+
+import json
+from pathlib import Path
+
+from absl import app
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/evaluate.py", "evaluation config")
+
+
+def main(argv):
+    del argv
+    import jax.numpy as jnp
+    import ml_collections
+
+    from crosscoder_jax import evaluate, harvest, token_sources
+    from crosscoder_jax.export import load_crosscoder
+    from crosscoder_jax.store import read_meta
+
+    c = _CONFIG.value
+    workdir = Path(c.workdir)
+    store = c.activations or json.loads((workdir / "config.json").read_text())["activations"]
+    meta = read_meta(store)
+    ckpts = [(n, s, r) for n, (s, r) in zip(meta["checkpoints"], meta["checkpoint_sources"])]
+    lms, tok = harvest.load_checkpoints(ckpts, {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[c.model_dtype])
+    T = c.context_len or meta["context_len"]
+    src = ml_collections.ConfigDict(meta["token_source"])
+    src.path = ",".join(src.get("paths", []))
+    contexts = token_sources.contexts(src, tok, c.n_contexts, T, skip=meta["n_tokens"] // (meta["context_len"] - meta["drop_bos"]))
+    cc = load_crosscoder(workdir / "crosscoder.safetensors")
+    result = evaluate.evaluate(lms, meta["checkpoints"], cc, contexts, meta["layer"], meta["drop_bos"],
+                               c.batch_size, c.progress)
+    evaluate.write(result, workdir / "eval.json")
+    print(evaluate.table(result))
+
+
+if __name__ == "__main__":
+    app.run(main)
