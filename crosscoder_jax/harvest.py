@@ -198,3 +198,14 @@ def harvest(config) -> Path:
             for flag in h["flags"]:
                 print(f"WARNING checkpoint {name}: {flag}")
     return Path(config.out)
+
+
+def series_from_store(store_path: str | Path, model_dtype: str = "float32") -> tuple[list[models.LM], Any, dict]:
+    """The checkpoints a harvested store was made from, loaded again: (models, tokenizer, store meta)."""
+    meta = read_meta(store_path)
+    if "checkpoint_sources" not in meta:
+        raise HarvestError(f"{store_path} does not say which checkpoints made it (no checkpoint_sources): "
+                           "evaluation and attribution need a store written by launch.harvest")
+    ckpts = [(n, s, r) for n, (s, r) in zip(meta["checkpoints"], meta["checkpoint_sources"])]
+    lms, tok = load_checkpoints(ckpts, {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[model_dtype])
+    return lms, tok, meta

@@ -15,19 +15,15 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/evaluate.py", "eval
 
 def main(argv):
     del argv
-    import jax.numpy as jnp
     import ml_collections
 
     from crosscoder_jax import evaluate, harvest, token_sources
     from crosscoder_jax.export import load_crosscoder
-    from crosscoder_jax.store import read_meta
 
     c = _CONFIG.value
     workdir = Path(c.workdir)
     store = c.activations or json.loads((workdir / "config.json").read_text())["activations"]
-    meta = read_meta(store)
-    ckpts = [(n, s, r) for n, (s, r) in zip(meta["checkpoints"], meta["checkpoint_sources"])]
-    lms, tok = harvest.load_checkpoints(ckpts, {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[c.model_dtype])
+    lms, tok, meta = harvest.series_from_store(store, c.model_dtype)
     T = c.context_len or meta["context_len"]
     src = ml_collections.ConfigDict(meta["token_source"])
     src.path = ",".join(src.get("paths", []))

@@ -1,0 +1,49 @@
+"""Indirect effects, RelIE, classes and lifecycles of a trained crosscoder's latents on tasks.
+
+  python -m launch.attribute --config=configs/attribute.py --config.workdir=runs/my_run \
+      --config.tasks=../shared/data/blimp/regular_plural_subject_verb_agreement_1.jsonl
+Writes <out>/<task>.csv (one row per selected latent) and <out>/<task>.json (summary) per task.
+"""
+
+import glob
+import json
+from pathlib import Path
+
+from absl import app
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/attribute.py", "attribution config")
+
+
+def main(argv):
+    del argv
+    from crosscoder_jax import analysis, harvest
+    from crosscoder_jax.export import load_crosscoder
+    from crosscoder_jax.tasks import load_task
+
+    c = _CONFIG.value
+    workdir = Path(c.workdir)
+    store = json.loads((workdir / "config.json").read_text())["activations"]
+    lms, tok, meta = harvest.series_from_store(store, c.model_dtype)
+    cc = load_crosscoder(workdir / "crosscoder.safetensors")
+    paths = [Path(p) for part in c.tasks.split(",") if part.strip() for p in (sorted(glob.glob(part)) or [part])]
+    if not paths:
+        raise ValueError("no task files: set --config.tasks to jsonl files (comma list or globs)")
+    out = Path(c.out) if c.out else workdir / "attribution"
+    for path in paths:
+        prompts, report = load_task(path, tok, limit=c.limit or None)
+        print(f"{path.stem}: {report['kept']} pairs kept, dropped {report['dropped']}")
+        result = analysis.analyze_task(lms, meta["checkpoints"], cc, prompts, meta["layer"], method=c.method,
+                                       steps=c.steps, patch=c.patch, eps_patch=c.eps_patch, threshold=c.threshold,
+                                       reduce=c.reduce, top=c.top, drop_bos=meta["drop_bos"],
+                                       batch_size=c.batch_size, validate_top=c.validate_top,
+                                       show_progress=c.progress)
+        result["summary"]["pairs"] = {k: v for k, v in report.items() if k != "kept_index"}
+        csv_path, _ = analysis.write_outputs(result, out, path.stem)
+        s = result["summary"]
+        print(f"  -> {csv_path}: {len(result['rows'])} latents, classes {s.get('classes')}, "
+              f"ablation rho RelIE {s.get('ablation', {}).get('rho_relie')}, RelDec {s.get('ablation', {}).get('rho_reldec')}")
+
+
+if __name__ == "__main__":
+    app.run(main)
