@@ -33,7 +33,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from crosscoder_jax import grammar, grammar_pairs, models
+from crosscoder_jax import grammar, grammar_pairs, models, tasks
 from crosscoder_jax.runlog import MetricsLog, progress
 
 
@@ -86,44 +86,33 @@ def make_train_step(lm_static: models.LM, optimizer: optax.GradientTransformatio
 
 @dataclasses.dataclass
 class PairBatch:
-    """All pairs of all tasks as one padded batch (right padding)."""
+    """All pairs of all tasks as one right-padded batch of prompts, with each pair's task index."""
     names: list[str]
     task_N: np.ndarray
-    ids_NT: np.ndarray
-    mask_NT: np.ndarray
-    last_N: np.ndarray
-    clean_N: np.ndarray
-    patch_N: np.ndarray
+    prompts: tasks.Prompts
 
 
 def pair_batch(task_pairs: dict[str, list[dict]]) -> PairBatch:
+    """Prompts of every task's pairs (built by `tasks.build_prompts`), concatenated."""
+    tok = grammar.hf_tokenizer()
     names = list(task_pairs)
-    rows, task, clean, patch = [], [], [], []
-    for t, name in enumerate(names):
-        for p in task_pairs[name]:
-            rows.append(grammar.encode(p["clean_prefix"]))
-            clean.append(grammar.encode(p["clean_answer"], add_bos=False)[0])
-            patch.append(grammar.encode(p["patch_answer"], add_bos=False)[0])
-            task.append(t)
-    T = max(map(len, rows))
-    ids = np.full((len(rows), T), grammar.PAD_ID, np.int32)
-    mask = np.zeros((len(rows), T), np.int32)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)], mask[i, :len(r)] = r, 1
-    return PairBatch(names, np.asarray(task), ids, mask, mask.sum(1) - 1, np.asarray(clean),
-                     np.asarray(patch))
+    built = [tasks.build_prompts(task_pairs[n], tok, pad_id=grammar.PAD_ID, name=n)[0] for n in names]
+    T = max(p.ids_NT.shape[1] for p in built)
+    pad = lambda a, v: np.pad(a, ((0, 0), (0, T - a.shape[1])), constant_values=v)  # noqa: E731
+    prompts = tasks.Prompts(np.concatenate([pad(p.ids_NT, grammar.PAD_ID) for p in built]),
+                            np.concatenate([pad(p.mask_NT, 0) for p in built]),
+                            *(np.concatenate([getattr(p, f) for p in built]) for f in ("last_N", "clean_N", "patch_N")))
+    task_N = np.concatenate([np.full(p.n, t) for t, p in enumerate(built)])
+    return PairBatch(names, task_N, prompts)
 
 
 def make_pair_eval(lm_static: models.LM, pb: PairBatch):
-    ids, mask = jnp.asarray(pb.ids_NT), jnp.asarray(pb.mask_NT)
-    last, clean, patch = map(jnp.asarray, (pb.last_N, pb.clean_N, pb.patch_N))
+    prompts = tasks.Prompts(*map(jnp.asarray, pb.prompts))
 
     @jax.jit
     def diff(params):
-        logits = models.forward(lm_static.replace(params=params), ids, mask)
-        at_last = jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0]
-        return (jnp.take_along_axis(at_last, clean[:, None], 1)
-                - jnp.take_along_axis(at_last, patch[:, None], 1))[:, 0]
+        logits = models.forward(lm_static.replace(params=params), prompts.ids_NT, prompts.mask_NT)
+        return -tasks.logit_diff(logits, prompts)  # logit[clean] - logit[patch]
 
     def evaluate(params) -> dict[str, dict[str, float]]:
         d = np.asarray(diff(params))
