@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 
 from absl import app
+
+from launch import _logs
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/attribute.py", "attribution config")
@@ -17,6 +19,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/attribute.py", "att
 
 def main(argv):
     del argv
+    _logs.quiet()
     from crosscoder_jax import analysis, harvest
     from crosscoder_jax.export import load_crosscoder
     from crosscoder_jax.tasks import load_task

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 from absl import app
+
+from launch import _logs
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/evaluate.py", "evaluation config")
@@ -15,6 +17,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/evaluate.py", "eval
 
 def main(argv):
     del argv
+    _logs.quiet()
     import ml_collections
 
     from crosscoder_jax import evaluate, harvest, token_sources

@@ -5,6 +5,8 @@
 """
 
 from absl import app
+
+from launch import _logs
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/harvest.py", "harvest config")
@@ -12,6 +14,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/harvest.py", "harve
 
 def main(argv):
     del argv
+    _logs.quiet()
     from crosscoder_jax.harvest import harvest
     print(f"store: {harvest(_CONFIG.value)}")
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
+from launch import _logs
+
 from crosscoder_jax import planted
 
 _OUT = flags.DEFINE_string("out", "runs/planted/store", "store directory to write")
@@ -25,6 +27,7 @@ _SCORE = flags.DEFINE_string("score_run", "", "a training workdir to score again
 
 def main(argv):
     del argv
+    _logs.quiet()
     feats = planted.make_features(_FEATURES.value, _CKPTS.value, _DMODEL.value, seed=_SEED.value)
     out = Path(_OUT.value)
     if not (out / "store.json").exists():

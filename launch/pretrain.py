@@ -5,8 +5,10 @@
 Rerunning the same command resumes from `<workdir>/orbax`. Outputs: see crosscoder_jax/pretrain.py.
 """
 
-from absl import app, logging
+from absl import app
 from ml_collections import config_flags
+
+from launch import _logs
 
 from crosscoder_jax import pretrain
 
@@ -16,7 +18,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/pretrain.py",
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    _logs.quiet()
     ckpts = pretrain.run(_CONFIG.value)
     print(f"checkpoint series: {ckpts / 'series.json'}")
 

@@ -6,6 +6,8 @@ Multi-host: add --config.distributed.coordinator=HOST:PORT --config.distributed.
 """
 
 from absl import app
+
+from launch import _logs
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/crosscoder.py", "training config")
@@ -13,6 +15,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/crosscoder.py", "tr
 
 def main(argv):
     del argv
+    _logs.quiet()
     config = _CONFIG.value
     if config.distributed.coordinator:
         from crosscoder_jax.sharding import initialize_distributed

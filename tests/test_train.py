@@ -124,3 +124,17 @@ def test_planted_features_recovered(tmp_path, activation):
     r = planted.score(np.asarray(loaded.folded()["W_dec"]), np.asarray(loaded.params["W_dec"]), feats)
     print(f"planted {activation}: recovered {r.recovered:.2f}, pattern {r.pattern_correct:.2f}, {r.per_lifecycle}")
     assert r.recovered >= 0.9 and r.pattern_correct >= 0.9, r
+
+
+def test_one_compilation_of_the_step_per_run(planted_setup, tmp_path, caplog):
+    """Logging, checkpointing and the data stream must not retrace the jitted step."""
+    store, _ = planted_setup
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level("WARNING", logger="jax"):
+            train(small_config(store, tmp_path / "c", activation="batchtopk", steps=12, save_every=5, log_every=3,
+                               k_start=8, k_anneal_steps=6))
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    compiles = [r for r in caplog.records if r.getMessage().startswith("Compiling jit(train_step)")]
+    assert len(compiles) == 1, [r.getMessage()[:80] for r in compiles]

@@ -1,0 +1,31 @@
+"""The main job on the embedded default (`python -m launch.demo`): see crosscoder_jax/pipeline.py.
+
+Each stage's config is the full config of its own file (configs/pretrain.py, harvest.py,
+crosscoder.py, attribute.py) with the demo's sizes, so any field can be set from the command line,
+e.g. --config.train.steps=500. Paths between stages are set by the pipeline.
+"""
+
+import ml_collections
+
+from configs import attribute, crosscoder, harvest, pretrain
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.workdir = "runs/demo"
+    c.checkpoints = ""                       # e.g. "step126,step355,step2000"; "" chooses automatically
+    c.selection_task = "across_pp_attractor" # checkpoints are chosen around this task's accuracy jump
+    c.layer = -1                             # -1: the middle block's output
+    c.eval_contexts = 256
+    c.progress = True
+    c.pretrain = pretrain.get_config()
+    c.harvest = harvest.get_config()
+    c.harvest.update({"n_contexts": 4096, "context_len": 32, "chunk_contexts": 128, "batch_size": 128})
+    c.harvest.tokens.seed = 7                # a draw of the synthetic language not used for pretraining
+    c.train = crosscoder.get_config()
+    c.train.update({"dict_size": 512, "activation": "batchtopk", "k": 16, "batch_size": 1024, "steps": 2000,
+                    "lr": 1e-3, "dead_tokens": 200_000, "threshold_start_step": 500, "log_every": 100,
+                    "save_every": 500})
+    c.attribute = attribute.get_config()
+    c.attribute.update({"validate_top": 50, "progress": False})
+    return c

@@ -1,0 +1,173 @@
+"""The main job on the embedded default: pretrain the tiny model, pick checkpoints, harvest, train a
+crosscoder, evaluate, attribute on every synthetic task, report. Every stage resumes, and a stage
+that finished is recorded in `<workdir>/demo.json` and skipped, so rerunning a finished demo redoes
+nothing. Stage wall times are recorded there too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import ml_collections
+import numpy as np
+
+
+def choose_checkpoints(names: Sequence[str], accuracy: Sequence[float], dip_margin: float = 0.05,
+                       reached: float = 0.9) -> list[str]:
+    """Three checkpoints around the largest rise of task accuracy between consecutive checkpoints,
+    plus the final one: the last checkpoint of the dip before the rise (within `dip_margin` of the
+    lowest accuracy before it), the first one after it that reaches `reached` of the best accuracy
+    (or the one right after the rise), and the final checkpoint. Fewer when they coincide."""
+    acc = np.asarray(accuracy, np.float64)
+    if len(acc) < 2:
+        return list(names)
+    j = int(np.argmax(np.diff(acc))) + 1
+    before = acc[:j]
+    a = max(i for i in range(j) if before[i] <= before.min() + dip_margin)
+    after = [i for i in range(j, len(acc)) if acc[i] >= reached * acc.max()]
+    b = after[0] if after else j
+    picked = sorted({a, b, len(acc) - 1})
+    return [names[i] for i in picked]
+
+
+class Stages:
+    """Stage bookkeeping in `<workdir>/demo.json`: {stage: {"done": bool, "seconds": float, ...}}."""
+
+    def __init__(self, workdir: Path):
+        self.path = workdir / "demo.json"
+        self.state: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {"stages": {}}
+
+    def _save(self) -> None:
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.state, indent=1))
+        os.replace(tmp, self.path)
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        rec = self.state["stages"].get(name, {})
+        if rec.get("done"):
+            print(f"[demo] {name}: done before ({rec.get('seconds', 0):.1f} s), skipped")
+            return rec.get("result")
+        print(f"[demo] {name} ...", flush=True)
+        t = time.time()
+        result = fn()
+        self.state["stages"][name] = {"done": True, "seconds": time.time() - t, "result": result}
+        self._save()
+        print(f"[demo] {name}: {time.time() - t:.1f} s", flush=True)
+        return result
+
+    def set(self, key: str, value: Any) -> None:
+        self.state[key] = value
+        self._save()
+
+
+def _copy(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(config.to_dict())
+
+
+def run_demo(config) -> dict[str, Any]:
+    """Runs (or resumes) the whole demo; returns the stage record."""
+    from crosscoder_jax import analysis, evaluate, grammar_pairs, harvest, pretrain, tasks, token_sources, train
+    from crosscoder_jax.export import load_crosscoder
+
+    work = Path(config.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    stages = Stages(work)
+    pre_dir = work / "pretrain"
+
+    def do_pretrain():
+        pc = _copy(config.pretrain)
+        pc.workdir = str(pre_dir)
+        pretrain.run(pc)
+        return None
+
+    stages.run("pretrain", do_pretrain)
+    curves = json.loads((pre_dir / "task_curves.json").read_text())
+    series = json.loads((pre_dir / "checkpoints" / "series.json").read_text())["checkpoints"]
+    names = [c["name"] for c in series]
+
+    def do_choose():
+        if config.checkpoints:
+            chosen = [c.strip() for c in config.checkpoints.split(",") if c.strip()]
+        else:
+            by_name = {r["name"]: r for r in curves["checkpoints"]}
+            acc = [by_name[n]["tasks"][config.selection_task]["accuracy"] for n in names]
+            chosen = choose_checkpoints(names, acc)
+        unknown = [c for c in chosen if c not in names]
+        if unknown:
+            raise ValueError(f"checkpoints {unknown} are not in the series {names}")
+        return chosen
+
+    chosen = stages.run("choose_checkpoints", do_choose)
+    ckpt_dirs = [str(pre_dir / "checkpoints" / n) for n in chosen]
+    n_layers = json.loads((Path(ckpt_dirs[0]) / "config.json").read_text())["num_hidden_layers"]
+    layer = config.layer if config.layer >= 0 else max(0, n_layers // 2 - 1)
+    store_dir = work / "store"
+
+    def do_harvest():
+        hc = _copy(config.harvest)
+        hc.model, hc.layer, hc.out, hc.progress = "tiny-grammar", layer, str(store_dir), config.progress
+        hc.checkpoints = ",".join(f"{n}={d}" for n, d in zip(chosen, ckpt_dirs))
+        harvest.harvest(hc)
+        return {"layer": layer}
+
+    stages.run("harvest", do_harvest)
+    cc_dir = work / "crosscoder"
+
+    def do_train():
+        tc = _copy(config.train)
+        tc.activations, tc.workdir, tc.progress = str(store_dir), str(cc_dir), config.progress
+        m = train.train(tc)
+        return {k: np.asarray(m[k]).tolist() for k in ("loss", "l0", "fvu", "dead_frac") if k in m}
+
+    stages.run("train", do_train)
+    lms, tok, meta = harvest.series_from_store(store_dir)
+    cc = load_crosscoder(cc_dir / "crosscoder.safetensors")
+
+    def do_evaluate():
+        src = ml_collections.ConfigDict(meta["token_source"])
+        ctx = token_sources.contexts(src, tok, config.eval_contexts, meta["context_len"],
+                                     skip=meta["n_tokens"] // (meta["context_len"] - int(meta["drop_bos"])))
+        res = evaluate.evaluate(lms, meta["checkpoints"], cc, ctx, meta["layer"], meta["drop_bos"],
+                                show_progress=config.progress)
+        evaluate.write(res, cc_dir / "eval.json")
+        print(evaluate.table(res))
+        return None
+
+    stages.run("evaluate", do_evaluate)
+
+    def do_attribute():
+        ac = config.attribute
+        out = {}
+        for task_file in sorted((pre_dir / "tasks").glob("*.jsonl")):
+            prompts, report = tasks.load_task(task_file, tok, limit=ac.limit or None)
+            validate = ac.validate_top if task_file.stem == config.selection_task else 0
+            res = analysis.analyze_task(lms, meta["checkpoints"], cc, prompts, meta["layer"], method=ac.method,
+                                        steps=ac.steps, patch=ac.patch, eps_patch=ac.eps_patch,
+                                        threshold=ac.threshold, reduce=ac.reduce, top=ac.top,
+                                        drop_bos=meta["drop_bos"], batch_size=ac.batch_size,
+                                        validate_top=validate, show_progress=config.progress)
+            res["summary"]["pairs"] = {k: v for k, v in report.items() if k != "kept_index"}
+            analysis.write_outputs(res, work / "attribution", task_file.stem)
+            out[task_file.stem] = {"latents": len(res["rows"]), "classes": res["summary"].get("classes"),
+                                   "ablation": res["summary"].get("ablation"),
+                                   "validation": res["summary"].get("validation")}
+        return out
+
+    stages.run("attribute", do_attribute)
+
+    def do_report():
+        from crosscoder_jax import report
+        return report.write_report(work, work / "report")
+
+    try:
+        import crosscoder_jax.report  # noqa: F401
+        stages.run("report", do_report)
+    except ImportError:
+        print("[demo] report: crosscoder_jax.report is not available in this version")
+    total = sum(s.get("seconds", 0) for s in stages.state["stages"].values())
+    stages.set("total_seconds", total)
+    return stages.state

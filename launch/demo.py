@@ -1,0 +1,28 @@
+"""The main job, end to end on the embedded default: pretrain the tiny model on the synthetic
+language, choose checkpoints around the attractor task's accuracy jump, harvest, train a
+crosscoder, evaluate it inside the models, attribute on every synthetic task, and write the report.
+
+  python -m launch.demo [--config.workdir=runs/demo] [--config.checkpoints=step126,step355,step2000]
+Rerunning resumes; a finished demo redoes nothing. Stage times are in <workdir>/demo.json.
+"""
+
+from absl import app
+
+from launch import _logs
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "demo config")
+
+
+def main(argv):
+    del argv
+    _logs.quiet()
+    from crosscoder_jax.pipeline import run_demo
+
+    state = run_demo(_CONFIG.value)
+    print("[demo] stage seconds: " + ", ".join(f"{k} {v['seconds']:.1f}" for k, v in state["stages"].items()))
+    print(f"[demo] total {state['total_seconds']:.1f} s; outputs in {_CONFIG.value.workdir}")
+
+
+if __name__ == "__main__":
+    app.run(main)

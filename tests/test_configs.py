@@ -1,0 +1,30 @@
+"""The paper configs load for every stage with the paper's hyperparameters; the demo's checkpoint choice."""
+
+import pytest
+
+from configs import bloom_1b1, olmo_1b, pythia_1b
+from crosscoder_jax.harvest import parse_checkpoints
+from crosscoder_jax.pipeline import choose_checkpoints
+from crosscoder_jax.runconfig import spec_from_config
+
+
+@pytest.mark.parametrize("module,layer,n", [(pythia_1b, 8, 3), (olmo_1b, 8, 3), (bloom_1b1, 12, 3)])
+def test_paper_configs(module, layer, n):
+    h = module.get_config("harvest")
+    assert h.layer == layer and len(parse_checkpoints(h.checkpoints, h.model)) == n
+    assert h.context_len == 1024 and h.drop_bos
+    l1 = spec_from_config(module.get_config("train"), n, 2048)
+    assert (l1.activation, l1.dict_size, l1.sparsity_coeff, l1.sparsity_warmup_steps) == ("l1", 16384, 2.0, 4883)
+    btk = module.get_config("train_batchtopk")
+    assert (btk.k, btk.k_start, btk.k_anneal_steps, btk.lr, btk.batch_size, btk.steps) == (200, 1000, 5000, 5e-5,
+                                                                                           4096, 97_656)
+    assert module.get_config("attribute").steps == 10
+    with pytest.raises(ValueError, match="unknown stage"):
+        module.get_config("nope")
+
+
+def test_choose_checkpoints_straddles_the_jump():
+    names = ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7"]
+    acc = [0.5, 0.3, 0.02, 0.03, 0.1, 0.7, 1.0, 1.0]
+    assert choose_checkpoints(names, acc) == ["s3", "s6", "s7"]
+    assert choose_checkpoints(["a", "b"], [0.2, 0.9]) == ["a", "b"]

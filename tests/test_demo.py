@@ -1,0 +1,33 @@
+"""The main job end to end at a tiny size: every stage runs, and a rerun redoes nothing."""
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT, subprocess_env
+
+
+def test_demo_runs_end_to_end_and_resumes(tmp_path):
+    work = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "launch.demo", f"--config.workdir={work}", "--config.progress=False",
+           "--config.pretrain.steps=150", "--config.pretrain.n_checkpoints=6", "--config.pretrain.n_pairs=24",
+           "--config.harvest.n_contexts=256", "--config.harvest.chunk_contexts=64",
+           "--config.train.steps=60", "--config.train.batch_size=256", "--config.train.dict_size=128",
+           "--config.attribute.validate_top=5", "--config.attribute.limit=16",
+           "--config.eval_contexts=16"]
+    first = subprocess.run(cmd, env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    state = json.loads((work / "demo.json").read_text())
+    for stage in ("pretrain", "choose_checkpoints", "harvest", "train", "evaluate", "attribute"):
+        assert state["stages"][stage]["done"], stage
+    chosen = state["stages"]["choose_checkpoints"]["result"]
+    assert 2 <= len(chosen) <= 3 and chosen[-1] == "step150"
+    assert (work / "crosscoder" / "crosscoder.safetensors").exists() and (work / "crosscoder" / "eval.json").exists()
+    tasks = sorted(p.stem for p in (work / "pretrain" / "tasks").glob("*.jsonl"))
+    assert sorted(p.stem for p in (work / "attribution").glob("*.json")) == tasks
+    mtimes = {p: p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file() and p.name != "demo.json"}
+    again = subprocess.run(cmd, env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("done before") >= 6
+    changed = [str(p) for p, t in mtimes.items() if p.stat().st_mtime_ns != t]
+    assert not changed, changed[:5]
