@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from crosscoder_jax import models
+from crosscoder_jax import models, sharding
 from crosscoder_jax.export import Crosscoder
 from crosscoder_jax.runlog import progress
 from crosscoder_jax.tasks import Prompts, logit_diff
@@ -135,7 +135,8 @@ class Batch(NamedTuple):
 
 def encode_batch(lms: Sequence[models.LM], cc: Crosscoder, prompts: Prompts, layer: int, drop_bos: bool) -> Batch:
     """Every checkpoint's residual on the prompts and the shared code at the spliced positions."""
-    ids, mask = jnp.asarray(prompts.ids_NT), jnp.asarray(prompts.mask_NT)
+    prompts = Prompts(*(sharding.shard_leading(np.asarray(x)) for x in prompts))  # batch-parallel programs
+    ids, mask = prompts.ids_NT, prompts.mask_NT
     a = [_residual(lm, ids, mask, layer) for lm in lms]
     N, T, D = a[0].shape
     splice = (mask > 0) & (jnp.arange(T)[None, :] >= int(drop_bos))

@@ -22,7 +22,6 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from crosscoder_jax import models, sharding
 from crosscoder_jax.runlog import MetricsLog, progress
@@ -117,13 +116,9 @@ def open_or_create(config, ckpts, contexts, d_model) -> StoreWriter:
 def make_residual_fn(mesh, layer: int):
     """Jitted residual at `layer` for a [B, T] batch sharded over the data axis."""
     fn = jax.jit(models.residual_at, static_argnames="layer")
-    ids_sharding = NamedSharding(mesh, P(sharding.DATA, None))
 
     def run(lm, ids_BT):
-        ids = ids_BT
-        if ids.shape[0] % mesh.shape[sharding.DATA] == 0:
-            ids = jax.device_put(ids, ids_sharding)
-        return fn(lm, ids, jnp.ones(ids_BT.shape, jnp.int32), layer=layer)
+        return fn(lm, sharding.shard_leading(ids_BT, mesh), jnp.ones(ids_BT.shape, jnp.int32), layer=layer)
 
     return run
 

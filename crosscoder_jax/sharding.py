@@ -83,6 +83,25 @@ def global_batch(local_BCD: np.ndarray, mesh: Mesh) -> jax.Array:
     return jax.make_array_from_process_local_data(sharding, local_BCD, shape)
 
 
+def shard_leading(x, mesh: Mesh | None = None):
+    """Places an array with a leading batch axis split over the data axis (replicated when the batch
+    does not divide); the jitted programs that take it then run batch-parallel."""
+    mesh = mesh if mesh is not None else default_mesh()
+    n = mesh.shape[DATA]
+    spec = P(DATA, *([None] * (np.ndim(x) - 1))) if n > 1 and np.shape(x)[0] % n == 0 else P()
+    return jax.device_put(x, NamedSharding(mesh, spec))
+
+
+_DEFAULT_MESH: list[Mesh] = []
+
+
+def default_mesh() -> Mesh:
+    """A data-parallel mesh over all devices (built once)."""
+    if not _DEFAULT_MESH:
+        _DEFAULT_MESH.append(make_mesh(-1, 1))
+    return _DEFAULT_MESH[0]
+
+
 def initialize_distributed(coordinator: str, num_processes: int, process_id: int,
                            cpu_collectives: str = "gloo") -> None:
     """Joins a multi-host job (call before anything touches a device). On CPU the collectives go
