@@ -110,15 +110,8 @@ def tensor_specs(cfg: Config):
     return g, lyr
 
 
-def embed(params: dict, cfg: Config, ids_BT: jax.Array, pos_BT: jax.Array) -> jax.Array:
-    """Token embedding x_BTD (no position embedding: rotary is applied inside attention)."""
-    return jnp.take(params["embed"], ids_BT, axis=0)
-
-
-def context(cfg: Config, pos_BT: jax.Array, mask_BT: jax.Array) -> dict:
-    """Per-forward constants shared by all blocks: rotary cos/sin [B, T, R]."""
-    cos, sin = rope.cos_sin(cfg.rope, pos_BT)
-    return {"cos": cos, "sin": sin}
+embed = rope.token_embed  # no position embedding: rotary is applied inside attention
+context = rope.context
 
 
 def _attention(p: dict, cfg: Config, h_BTD: jax.Array, ctx: dict) -> jax.Array:

@@ -126,15 +126,8 @@ def tensor_specs(cfg: Config):
     return g, lyr
 
 
-def embed(params: dict, cfg: Config, ids_BT: jax.Array, pos_BT: jax.Array) -> jax.Array:
-    """Token embedding x_BTD."""
-    return jnp.take(params["embed"], ids_BT, axis=0)
-
-
-def context(cfg: Config, pos_BT: jax.Array, mask_BT: jax.Array) -> dict:
-    """Rotary cos/sin [B, T, R] shared by all blocks."""
-    cos, sin = rope.cos_sin(cfg.rope, pos_BT)
-    return {"cos": cos, "sin": sin}
+embed = rope.token_embed  # no position embedding: rotary is applied inside attention
+context = rope.context
 
 
 def _pre_norm(cfg: Config, x_BTD: jax.Array, scale_D: jax.Array | None) -> jax.Array:

@@ -101,3 +101,14 @@ def apply(x_BTHK: jax.Array, cos_BTR: jax.Array, sin_BTR: jax.Array) -> jax.Arra
     cos, sin = cos_BTR[:, :, None, :], sin_BTR[:, :, None, :]
     out = jnp.concatenate([x_rot * cos + rotated * sin, x_pass], axis=-1)
     return out.astype(x_BTHK.dtype)
+
+
+def token_embed(params: dict, cfg, ids_BT: jax.Array, pos_BT: jax.Array) -> jax.Array:
+    """Token embedding x_BTD of a rotary family (positions enter inside attention, not here)."""
+    return jnp.take(params["embed"], ids_BT, axis=0)
+
+
+def context(cfg, pos_BT: jax.Array, mask_BT: jax.Array) -> dict:
+    """Per-forward constants of a rotary family shared by all blocks: cos/sin [B, T, R] (cfg.rope)."""
+    cos, sin = cos_sin(cfg.rope, pos_BT)
+    return {"cos": cos, "sin": sin}
