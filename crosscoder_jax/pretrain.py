@@ -178,6 +178,7 @@ def run(config) -> Path:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
         state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
     start = int(state.step)
+    log.drop_after(start)
 
     train_step = make_train_step(lm, optimizer)
     evaluate = make_pair_eval(lm, pair_batch(task_pairs))

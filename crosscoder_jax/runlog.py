@@ -48,6 +48,17 @@ class MetricsLog:
         with open(self.path, "a") as fh:
             fh.write(line + "\n")
 
+    def drop_after(self, step: int) -> None:
+        """On resume: drops records of steps after `step` (a killed run logged them, the resumed run
+        recomputes them identically), so every step appears once."""
+        if not self.path.exists():
+            return
+        keep = [l for l in self.path.read_text().splitlines()
+                if l.strip() and json.loads(l).get("step", -1) <= step]
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(l + "\n" for l in keep))
+        os.replace(tmp, self.path)
+
     def read(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []

@@ -147,6 +147,7 @@ def train(config) -> dict[str, Any]:
     start = int(state.step)
     log = MetricsLog(workdir / "metrics.jsonl")
     if jax.process_index() == 0:
+        log.drop_after(start)
         log.write({"event": "start" if start == 0 else "resume", "step": start, "processes": jax.process_count(),
                    "devices": jax.device_count(), "mesh": dict(mesh.shape)})
     shards = [s for s in range(config.reader.shards) if s % jax.process_count() == jax.process_index()]

@@ -51,6 +51,8 @@ def test_sigkill_and_resume_matches_uninterrupted(planted_setup, tmp_path):
     assert final.returncode == 0, final.stderr[-3000:]
     events = [json.loads(l).get("event") for l in (work / "metrics.jsonl").read_text().splitlines()]
     assert events.count("resume") >= 1
+    steps = [json.loads(l)["step"] for l in (work / "metrics.jsonl").read_text().splitlines() if "loss" in l]
+    assert steps == sorted(set(steps))  # every logged step once, even after kills
     a = load_file(str(tmp_path / "ref" / "crosscoder.safetensors"))
     b = load_file(str(work / "crosscoder.safetensors"))
     for k in a:
