@@ -18,7 +18,7 @@ table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{border:1px soli
 th{background:#f3f3f3}td.l,th.l{text-align:left}.missing{color:#a33;font-style:italic}
 img{max-width:100%;display:block;margin:8px 0}.cards{display:flex;flex-wrap:wrap;gap:12px}
 .card{border:1px solid #ccc;border-radius:6px;padding:8px 10px;width:540px;font-size:13px}
-.card h3{margin:0 0 4px 0;font-size:14px}.ctx{font-family:monospace;font-size:12px;margin:2px 0;line-height:1.6}
+.card table{display:block;overflow-x:auto;max-width:100%}.card h3{margin:0 0 4px 0;font-size:14px}.ctx{font-family:monospace;font-size:12px;margin:2px 0;line-height:1.6}
 .tok{padding:1px 2px;border-radius:2px}.peak{outline:1px solid #c60}.bar{display:inline-block;height:9px;background:#4a7}
 .small{font-size:12px;color:#555}.sum td{text-align:left}
 """
