@@ -159,6 +159,13 @@ def mean_code(lms, cc, prompts: Prompts, layer: int, drop_bos: bool, batch_size:
     return total / max(count, 1)
 
 
+def _patch_codes(batch: Batch, f_mean: jax.Array | None) -> jax.Array:
+    """The patch state [N, T, F]: zero ablation, or the mean code at every spliced position."""
+    if f_mean is None:
+        return jnp.zeros_like(batch.f_NTF)
+    return jnp.where(batch.splice_NT[..., None], f_mean, 0.0)
+
+
 def attribute(lms: Sequence[models.LM], cc: Crosscoder, prompts: Prompts, layer: int, method: str = "ig",
               steps: int = 10, patch: str = "zero", eps_patch: str = "clean", threshold: float = 0.1,
               reduce: str = "mean", drop_bos: bool = True, batch_size: int = 32,
@@ -175,8 +182,7 @@ def attribute(lms: Sequence[models.LM], cc: Crosscoder, prompts: Prompts, layer:
     bar = progress(prompts.n * C, desc=f"IE ({method})", unit="prompt", disable=not show_progress)
     for b in range(0, prompts.n, batch_size):
         batch = encode_batch(lms, cc, prompts.take(slice(b, b + batch_size)), layer, drop_bos)
-        f_patch = jnp.zeros_like(batch.f_NTF) if f_mean is None else \
-            jnp.where(batch.splice_NT[..., None], f_mean, 0.0) * jnp.ones_like(batch.f_NTF)
+        f_patch = _patch_codes(batch, f_mean)
         for c, lm in enumerate(lms):
             r, w, m = checkpoint_program(lm, decs[c], batch.prompts, batch.a_CNTD[c], batch.f_NTF, f_patch,
                                          batch.splice_NT, threshold, layer=layer, method=method, steps=steps,
@@ -201,8 +207,7 @@ def exact_effects(lms: Sequence[models.LM], cc: Crosscoder, prompts: Prompts, la
     out = np.zeros((C, len(latents)))
     for b in range(0, prompts.n, batch_size):
         batch = encode_batch(lms, cc, prompts.take(slice(b, b + batch_size)), layer, drop_bos)
-        f_patch = jnp.zeros_like(batch.f_NTF) if f_mean is None else \
-            jnp.where(batch.splice_NT[..., None], f_mean, 0.0) * jnp.ones_like(batch.f_NTF)
+        f_patch = _patch_codes(batch, f_mean)
         for c, lm in enumerate(lms):
             d = exact_program(lm, decs[c], batch.prompts, batch.a_CNTD[c], batch.f_NTF, f_patch, batch.splice_NT,
                               lat, layer=layer)

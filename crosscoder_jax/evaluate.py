@@ -92,6 +92,19 @@ def evaluate(lms: Sequence[models.LM], names: Sequence[str], cc: Crosscoder, con
     return out
 
 
+def heldout_contexts(meta: dict[str, Any], tokenizer, n_contexts: int, context_len: int = 0) -> np.ndarray:
+    """Contexts from a harvested store's token source that come after the harvested ones (a fresh
+    draw for the synthetic language): held out from the crosscoder's training data."""
+    import ml_collections
+
+    from crosscoder_jax import token_sources
+
+    src = ml_collections.ConfigDict(meta["token_source"])
+    src.path = ",".join(src.get("paths", []))
+    harvested = meta["n_tokens"] // (meta["context_len"] - int(meta["drop_bos"]))
+    return token_sources.contexts(src, tokenizer, n_contexts, context_len or meta["context_len"], skip=harvested)
+
+
 def table(result: dict[str, Any]) -> str:
     """The paper's crosscoder-quality table as Markdown."""
     lines = [f"L0 {result['l0']:.1f}, dead {result['dead_frac']:.3f} over {result['tokens']} tokens", "",

@@ -70,7 +70,7 @@ def _copy(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def run_demo(config) -> dict[str, Any]:
     """Runs (or resumes) the whole demo; returns the stage record."""
-    from crosscoder_jax import analysis, evaluate, grammar_pairs, harvest, pretrain, tasks, token_sources, train
+    from crosscoder_jax import analysis, evaluate, harvest, pretrain, tasks, train
     from crosscoder_jax.export import load_crosscoder
 
     work = Path(config.workdir)
@@ -128,9 +128,7 @@ def run_demo(config) -> dict[str, Any]:
     cc = load_crosscoder(cc_dir / "crosscoder.safetensors")
 
     def do_evaluate():
-        src = ml_collections.ConfigDict(meta["token_source"])
-        ctx = token_sources.contexts(src, tok, config.eval_contexts, meta["context_len"],
-                                     skip=meta["n_tokens"] // (meta["context_len"] - int(meta["drop_bos"])))
+        ctx = evaluate.heldout_contexts(meta, tok, config.eval_contexts)
         res = evaluate.evaluate(lms, meta["checkpoints"], cc, ctx, meta["layer"], meta["drop_bos"],
                                 show_progress=config.progress)
         evaluate.write(res, cc_dir / "eval.json")

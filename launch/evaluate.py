@@ -18,19 +18,14 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/evaluate.py", "eval
 def main(argv):
     del argv
     _logs.quiet()
-    import ml_collections
-
-    from crosscoder_jax import evaluate, harvest, token_sources
+    from crosscoder_jax import evaluate, harvest
     from crosscoder_jax.export import load_crosscoder
 
     c = _CONFIG.value
     workdir = Path(c.workdir)
     store = c.activations or json.loads((workdir / "config.json").read_text())["activations"]
     lms, tok, meta = harvest.series_from_store(store, c.model_dtype)
-    T = c.context_len or meta["context_len"]
-    src = ml_collections.ConfigDict(meta["token_source"])
-    src.path = ",".join(src.get("paths", []))
-    contexts = token_sources.contexts(src, tok, c.n_contexts, T, skip=meta["n_tokens"] // (meta["context_len"] - meta["drop_bos"]))
+    contexts = evaluate.heldout_contexts(meta, tok, c.n_contexts, c.context_len)
     cc = load_crosscoder(workdir / "crosscoder.safetensors")
     result = evaluate.evaluate(lms, meta["checkpoints"], cc, contexts, meta["layer"], meta["drop_bos"],
                                c.batch_size, c.progress)

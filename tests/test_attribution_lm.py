@@ -63,3 +63,17 @@ def test_analyze_task_writes_csv_and_summary(setup, tmp_path):
     s = json.loads(json_path.read_text())
     assert set(s["task"]) == {"m0", "m1"} and "rho_relie" in s["ablation"]
     assert len(s["validation"]["ig_vs_exact"]) == 2
+
+
+def test_mean_ablation_patches_to_the_mean_code(setup):
+    lms, cc, prompts = setup
+    batch = attribution.encode_batch(lms, cc, prompts, layer=1, drop_bos=True)
+    f_mean = attribution.mean_code(lms, cc, prompts, layer=1, drop_bos=True, batch_size=5)
+    manual = np.asarray(batch.f_NTF).sum((0, 1)) / np.asarray(batch.splice_NT).sum()
+    np.testing.assert_allclose(f_mean, manual, rtol=1e-5, atol=1e-6)
+    patched = np.asarray(attribution._patch_codes(batch, f_mean))
+    assert np.allclose(patched[np.asarray(batch.splice_NT)], manual) and not patched[:, 0].any()
+    zero = attribution.attribute(lms, cc, prompts, layer=1, method="atp", threshold=0.0, batch_size=12)["ie_raw"]
+    mean = attribution.attribute(lms, cc, prompts, layer=1, method="atp", threshold=0.0, patch="mean",
+                                 batch_size=12)["ie_raw"]
+    assert not np.allclose(zero, mean)
