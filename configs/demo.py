@@ -15,7 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.workdir = "runs/demo"
     c.checkpoints = ""                       # e.g. "step126,step355,step2000"; "" chooses automatically
     c.selection_task = "across_pp_attractor" # checkpoints are chosen around this task's accuracy jump
-    c.layer = -1                             # -1: the middle block's output
+    c.layer = -1                             # -1: block n_layers // 2 (the paper: 8 of 16; here 1 of 2)
     c.eval_contexts = 256
     c.progress = True
     c.pretrain = pretrain.get_config()

@@ -104,7 +104,7 @@ def run_demo(config) -> dict[str, Any]:
     chosen = stages.run("choose_checkpoints", do_choose)
     ckpt_dirs = [str(pre_dir / "checkpoints" / n) for n in chosen]
     n_layers = json.loads((Path(ckpt_dirs[0]) / "config.json").read_text())["num_hidden_layers"]
-    layer = config.layer if config.layer >= 0 else max(0, n_layers // 2 - 1)
+    layer = config.layer if config.layer >= 0 else min(n_layers // 2, n_layers - 1)  # Pythia-1B: 8 of 16
     store_dir = work / "store"
 
     def do_harvest():
