@@ -34,6 +34,18 @@ def choose_checkpoints(names: Sequence[str], accuracy: Sequence[float], dip_marg
     return [names[i] for i in picked]
 
 
+def load_run(workdir: str | Path, model_dtype: str = "float32", store: str | Path | None = None):
+    """A trained crosscoder and the checkpoints it was trained on: (models, tokenizer, store meta,
+    crosscoder), from a training workdir (its config.json names the store unless `store` is given)."""
+    from crosscoder_jax import harvest
+    from crosscoder_jax.export import load_crosscoder
+
+    workdir = Path(workdir)
+    store = store or json.loads((workdir / "config.json").read_text())["activations"]
+    lms, tok, meta = harvest.series_from_store(store, model_dtype)
+    return lms, tok, meta, load_crosscoder(workdir / "crosscoder.safetensors")
+
+
 class Stages:
     """Stage bookkeeping in `<workdir>/demo.json`: {stage: {"done": bool, "seconds": float, ...}}."""
 
@@ -71,7 +83,6 @@ def _copy(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def run_demo(config) -> dict[str, Any]:
     """Runs (or resumes) the whole demo; returns the stage record."""
     from crosscoder_jax import analysis, evaluate, harvest, pretrain, tasks, train
-    from crosscoder_jax.export import load_crosscoder
 
     work = Path(config.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -124,8 +135,7 @@ def run_demo(config) -> dict[str, Any]:
         return {k: np.asarray(m[k]).tolist() for k in ("loss", "l0", "fvu", "dead_frac") if k in m}
 
     stages.run("train", do_train)
-    lms, tok, meta = harvest.series_from_store(store_dir)
-    cc = load_crosscoder(cc_dir / "crosscoder.safetensors")
+    lms, tok, meta, cc = load_run(cc_dir, store=store_dir)
 
     def do_evaluate():
         ctx = evaluate.heldout_contexts(meta, tok, config.eval_contexts)

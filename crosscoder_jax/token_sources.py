@@ -21,15 +21,16 @@ import numpy as np
 KINDS = ("synthetic", "text", "jsonl", "npy")
 
 
-def _paths(spec: str) -> list[Path]:
+def expand_paths(spec: str) -> list[Path]:
+    """Files named by a comma list of paths or globs; an error names the ones that do not exist."""
     out: list[Path] = []
     for part in [p.strip() for p in spec.split(",") if p.strip()]:
         matches = sorted(glob.glob(part)) or [part]
         out.extend(Path(m) for m in matches)
     missing = [str(p) for p in out if not p.exists()]
     if not out or missing:
-        raise FileNotFoundError(f"token source files not found: {missing or spec!r}; set --config.tokens.path "
-                                "to existing files (a path, a glob, or a comma-separated list)")
+        raise FileNotFoundError(f"files not found: {missing or spec!r}; give existing files (a path, a glob, "
+                                "or a comma-separated list)")
     return out
 
 
@@ -39,14 +40,14 @@ def describe(tokens) -> dict[str, Any]:
     if tokens.kind == "synthetic":
         d["seed"] = int(tokens.seed)
     else:
-        d["paths"] = [str(p.resolve()) for p in _paths(tokens.path)]
+        d["paths"] = [str(p.resolve()) for p in expand_paths(tokens.path)]
     if tokens.kind == "jsonl":
         d["field"] = tokens.field
     return d
 
 
 def _documents(tokens) -> Iterator[str]:
-    for path in _paths(tokens.path):
+    for path in expand_paths(tokens.path):
         if tokens.kind == "text":
             yield path.read_text()
         else:
@@ -88,7 +89,7 @@ def contexts(tokens, tokenizer, n_contexts: int, context_len: int, skip: int = 0
         # The synthetic stream is indexed by draw: `skip` picks another, independent draw.
         return grammar.batch(int(tokens.seed), skip, n_contexts, context_len)
     if tokens.kind == "npy":
-        (path,) = _paths(tokens.path)
+        (path,) = expand_paths(tokens.path)
         arr = np.load(path)
         if arr.ndim == 1:
             usable = (len(arr) // context_len) * context_len

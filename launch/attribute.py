@@ -5,8 +5,6 @@
 Writes <out>/<task>.csv (one row per selected latent) and <out>/<task>.json (summary) per task.
 """
 
-import glob
-import json
 from pathlib import Path
 
 from absl import app
@@ -20,18 +18,15 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/attribute.py", "att
 def main(argv):
     del argv
     _logs.quiet()
-    from crosscoder_jax import analysis, harvest
-    from crosscoder_jax.export import load_crosscoder
+    from crosscoder_jax import analysis
+    from crosscoder_jax.pipeline import load_run
     from crosscoder_jax.tasks import load_task
+    from crosscoder_jax.token_sources import expand_paths
 
     c = _CONFIG.value
     workdir = Path(c.workdir)
-    store = json.loads((workdir / "config.json").read_text())["activations"]
-    lms, tok, meta = harvest.series_from_store(store, c.model_dtype)
-    cc = load_crosscoder(workdir / "crosscoder.safetensors")
-    paths = [Path(p) for part in c.tasks.split(",") if part.strip() for p in (sorted(glob.glob(part)) or [part])]
-    if not paths:
-        raise ValueError("no task files: set --config.tasks to jsonl files (comma list or globs)")
+    lms, tok, meta, cc = load_run(workdir, c.model_dtype)
+    paths = expand_paths(c.tasks)
     out = Path(c.out) if c.out else workdir / "attribution"
     for path in paths:
         prompts, report = load_task(path, tok, limit=c.limit or None)

@@ -1,6 +1,5 @@
 """Accuracy and mean logit difference of every checkpoint in a series on every task (see configs/curves.py)."""
 
-import glob
 import json
 from pathlib import Path
 
@@ -17,12 +16,12 @@ def main(argv):
     _logs.quiet()
     import jax.numpy as jnp
 
-    from crosscoder_jax import harvest, tasks
+    from crosscoder_jax import harvest, tasks, token_sources
 
     c = _CONFIG.value
     ckpts = harvest.parse_checkpoints(c.checkpoints, c.model)
     lms, tok = harvest.load_checkpoints(ckpts, {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[c.model_dtype])
-    paths = [Path(p) for part in c.tasks.split(",") if part.strip() for p in (sorted(glob.glob(part)) or [part])]
+    paths = token_sources.expand_paths(c.tasks)
     prompts = {p.stem: tasks.load_task(p, tok, limit=c.limit or None)[0] for p in paths}
     curves = tasks.task_curves(lms, [n for n, _, _ in ckpts], prompts)
     names = [n for n, _, _ in ckpts]

@@ -4,7 +4,6 @@
 Writes <workdir>/eval.json and prints the table.
 """
 
-import json
 from pathlib import Path
 
 from absl import app
@@ -18,15 +17,13 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/evaluate.py", "eval
 def main(argv):
     del argv
     _logs.quiet()
-    from crosscoder_jax import evaluate, harvest
-    from crosscoder_jax.export import load_crosscoder
+    from crosscoder_jax import evaluate
+    from crosscoder_jax.pipeline import load_run
 
     c = _CONFIG.value
     workdir = Path(c.workdir)
-    store = c.activations or json.loads((workdir / "config.json").read_text())["activations"]
-    lms, tok, meta = harvest.series_from_store(store, c.model_dtype)
+    lms, tok, meta, cc = load_run(workdir, c.model_dtype, c.activations or None)
     contexts = evaluate.heldout_contexts(meta, tok, c.n_contexts, c.context_len)
-    cc = load_crosscoder(workdir / "crosscoder.safetensors")
     result = evaluate.evaluate(lms, meta["checkpoints"], cc, contexts, meta["layer"], meta["drop_bos"],
                                c.batch_size, c.progress)
     evaluate.write(result, workdir / "eval.json")

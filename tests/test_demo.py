@@ -18,16 +18,32 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     first = subprocess.run(cmd, env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     state = json.loads((work / "demo.json").read_text())
-    for stage in ("pretrain", "choose_checkpoints", "harvest", "train", "evaluate", "attribute"):
+    for stage in ("pretrain", "choose_checkpoints", "harvest", "train", "evaluate", "attribute", "report"):
         assert state["stages"][stage]["done"], stage
     chosen = state["stages"]["choose_checkpoints"]["result"]
     assert 2 <= len(chosen) <= 3 and chosen[-1] == "step150"
     assert (work / "crosscoder" / "crosscoder.safetensors").exists() and (work / "crosscoder" / "eval.json").exists()
+    assert (work / "report" / "report.html").exists() and (work / "report" / "report_summary.json").exists()
     tasks = sorted(p.stem for p in (work / "pretrain" / "tasks").glob("*.jsonl"))
     assert sorted(p.stem for p in (work / "attribution").glob("*.json")) == tasks
     mtimes = {p: p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file() and p.name != "demo.json"}
     again = subprocess.run(cmd, env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("done before") >= 6
+    assert again.stdout.count("done before") >= 7
     changed = [str(p) for p, t in mtimes.items() if p.stat().st_mtime_ns != t]
     assert not changed, changed[:5]
+    # The per-stage launch scripts work on the demo's outputs.
+    cc_dir = work / "crosscoder"
+    tasks_glob = str(work / "pretrain" / "tasks" / "simple_agreement.jsonl")
+    ckpt = [str(work / "pretrain" / "checkpoints" / n) for n in chosen]
+    for args in (["launch.evaluate", f"--config.workdir={cc_dir}", "--config.n_contexts=8", "--config.progress=False"],
+                 ["launch.attribute", f"--config.workdir={cc_dir}", f"--config.tasks={tasks_glob}",
+                  "--config.limit=8", f"--config.out={tmp_path / 'attr'}", "--config.progress=False"],
+                 ["launch.curves", f"--config.checkpoints={','.join(ckpt)}", f"--config.tasks={tasks_glob}",
+                  f"--config.out={tmp_path / 'curves.json'}"]):
+        r = subprocess.run([sys.executable, "-m", *args], env=subprocess_env(), cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, (args[0], r.stderr[-2000:])
+    assert (tmp_path / "attr" / "simple_agreement.csv").exists()
+    curves = json.loads((tmp_path / "curves.json").read_text())
+    assert set(curves["simple_agreement"]) == set(chosen)
