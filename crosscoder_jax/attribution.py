@@ -47,29 +47,43 @@ def decode_one(f_NTF: jax.Array, dec: Decoder) -> jax.Array:
 def spliced_metric(downstream: Callable[[jax.Array], jax.Array], prompts: Prompts, dec: Decoder,
                    a_NTD: jax.Array, splice_NT: jax.Array) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """m(f, eps) [N]: the residual is `dec(f) + eps` at spliced positions and the clean activation
-    elsewhere (BOS, padding), run through `downstream` (residual -> logits)."""
+    elsewhere (BOS, padding), run through `downstream`: residual -> logits [N, T, V], or logits at
+    each prompt's last position [N, V] (cheaper: one unembedding per prompt)."""
+    n = jnp.arange(a_NTD.shape[0])
 
     def metric(f_NTF, eps_NTD):
         resid = jnp.where(splice_NT[..., None], decode_one(f_NTF, dec) + eps_NTD, a_NTD)
-        return logit_diff(downstream(resid), prompts)
+        logits = downstream(resid)
+        if logits.ndim == 3:
+            return logit_diff(logits, prompts)
+        return logits[n, jnp.asarray(prompts.patch_N)] - logits[n, jnp.asarray(prompts.clean_N)]
 
     return metric
 
 
-def ie_entries(metric, f_clean, eps_clean, f_patch, eps_patch, method: str = "ig", steps: int = 10) -> jax.Array:
-    """Per-(example, position, latent) indirect effects [N, T, F] by AtP or IG."""
+def ie_entries(metric, f_clean, eps_clean, f_patch, eps_patch, method: str = "ig",
+               steps: int = 10) -> tuple[jax.Array, jax.Array]:
+    """Per-(example, position, latent) indirect effects [N, T, F] by AtP or IG, and the clean
+    metric [N] (read off the alpha = 0 evaluation, so it costs no extra pass)."""
     delta = f_patch - f_clean
-    grad_m = jax.grad(lambda f, e: jnp.sum(metric(f, e)))  # examples are independent: per-example grads
+
+    def summed(f, e):
+        m = metric(f, e)
+        return jnp.sum(m), m  # examples are independent: the gradient of the sum is per example
+
+    grad_m = jax.grad(summed, has_aux=True)
     if method == "atp":
-        return grad_m(f_clean, eps_clean) * delta
+        g, m_clean = grad_m(f_clean, eps_clean)
+        return g * delta, m_clean
     if method != "ig":
         raise ValueError(f"unknown IE method {method!r}; choose one of {METHODS} (exact: exact_patch)")
 
     def body(acc, alpha):
-        return acc + grad_m(f_clean + alpha * delta, eps_clean + alpha * (eps_patch - eps_clean)), None
+        g, m = grad_m(f_clean + alpha * delta, eps_clean + alpha * (eps_patch - eps_clean))
+        return acc + g, m
 
-    total, _ = lax.scan(body, jnp.zeros_like(f_clean), jnp.arange(steps, dtype=jnp.float32) / steps)
-    return total / steps * delta
+    total, ms = lax.scan(body, jnp.zeros_like(f_clean), jnp.arange(steps, dtype=jnp.float32) / steps)
+    return total / steps * delta, ms[0]
 
 
 def exact_patch(metric, f_clean, eps_clean, f_patch, latents_K: jax.Array) -> jax.Array:
@@ -98,27 +112,27 @@ def checkpoint_program(lm: models.LM, dec: Decoder, prompts: Prompts, a_NTD, f_c
                        threshold, *, layer: int, method: str, steps: int, reduce: str, zero_eps_patch: bool):
     """One checkpoint, one batch: (per-example reduced IE [N, F], per-example position sum of the
     unthresholded IE [N, F], the clean metric [N])."""
-    downstream = functools.partial(_logits_from, lm, jnp.asarray(prompts.mask_NT), layer)
+    downstream = functools.partial(_last_logits_from, lm, prompts, layer)
     metric = spliced_metric(downstream, prompts, dec, a_NTD, splice_NT)
     eps = a_NTD - decode_one(f_clean_NTF, dec)
     eps_patch = jnp.zeros_like(eps) if zero_eps_patch else eps
-    ie = ie_entries(metric, f_clean_NTF, eps, f_patch_NTF, eps_patch, method, steps)
+    ie, m_clean = ie_entries(metric, f_clean_NTF, eps, f_patch_NTF, eps_patch, method, steps)
     raw = jnp.sum(jnp.where(splice_NT[..., None], ie, 0.0), axis=1)
-    return reduce_entries(ie, splice_NT, threshold, reduce), raw, metric(f_clean_NTF, eps)
+    return reduce_entries(ie, splice_NT, threshold, reduce), raw, m_clean
 
 
 @functools.partial(jax.jit, static_argnames=("layer",))
 def exact_program(lm: models.LM, dec: Decoder, prompts: Prompts, a_NTD, f_clean_NTF, f_patch_NTF, splice_NT,
                   latents_K, *, layer: int):
     """Exact single-latent patching of `latents_K` in one checkpoint: [N, K]."""
-    downstream = functools.partial(_logits_from, lm, jnp.asarray(prompts.mask_NT), layer)
+    downstream = functools.partial(_last_logits_from, lm, prompts, layer)
     metric = spliced_metric(downstream, prompts, dec, a_NTD, splice_NT)
     eps = a_NTD - decode_one(f_clean_NTF, dec)
     return exact_patch(metric, f_clean_NTF, eps, f_patch_NTF, latents_K)
 
 
-def _logits_from(lm, mask, layer, resid):
-    return models.logits_from(lm, resid, mask, layer=layer)
+def _last_logits_from(lm, prompts, layer, resid):
+    return models.logits_at_from(lm, resid, jnp.asarray(prompts.mask_NT), layer, jnp.asarray(prompts.last_N))
 
 
 @functools.partial(jax.jit, static_argnames=("layer",))
@@ -144,6 +158,18 @@ def encode_batch(lms: Sequence[models.LM], cc: Crosscoder, prompts: Prompts, lay
     return Batch(prompts, a, jnp.where(splice[..., None], f, 0.0), splice)
 
 
+def fixed_batches(prompts: Prompts, batch_size: int):
+    """(batch, n_real) over the prompts, every batch with the same shape (the task's full length;
+    the last batch filled up with copies of its first prompt, to be dropped), so each program
+    compiles once per task instead of once per batch shape."""
+    size = min(batch_size, prompts.n)
+    for b in range(0, prompts.n, size):
+        idx = np.arange(b, min(b + size, prompts.n))
+        n_real = len(idx)
+        idx = np.concatenate([idx, np.full(size - n_real, idx[0])])
+        yield Prompts(*(np.asarray(a)[idx] for a in prompts)), n_real
+
+
 def decoders(cc: Crosscoder) -> list[Decoder]:
     folded = cc.folded()
     return [Decoder(folded["W_dec"][:, c, :], folded["b_dec"][c]) for c in range(cc.spec.n_checkpoints)]
@@ -152,10 +178,10 @@ def decoders(cc: Crosscoder) -> list[Decoder]:
 def mean_code(lms, cc, prompts: Prompts, layer: int, drop_bos: bool, batch_size: int) -> jax.Array:
     """Mean code [F] over the task's spliced positions (the mean-ablation patch state)."""
     total, count = 0.0, 0
-    for b in range(0, prompts.n, batch_size):
-        batch = encode_batch(lms, cc, prompts.take(slice(b, b + batch_size)), layer, drop_bos)
-        total = total + jnp.sum(batch.f_NTF, axis=(0, 1))
-        count += int(jnp.sum(batch.splice_NT))
+    for sub, n_real in fixed_batches(prompts, batch_size):
+        batch = encode_batch(lms, cc, sub, layer, drop_bos)
+        total = total + jnp.sum(batch.f_NTF[:n_real], axis=(0, 1))
+        count += int(jnp.sum(batch.splice_NT[:n_real]))
     return total / max(count, 1)
 
 
@@ -180,17 +206,17 @@ def attribute(lms: Sequence[models.LM], cc: Crosscoder, prompts: Prompts, layer:
     f_mean = mean_code(lms, cc, prompts, layer, drop_bos, batch_size) if patch == "mean" else None
     ie, raw, metric = np.zeros((C, F)), np.zeros((C, F)), np.zeros(C)
     bar = progress(prompts.n * C, desc=f"IE ({method})", unit="prompt", disable=not show_progress)
-    for b in range(0, prompts.n, batch_size):
-        batch = encode_batch(lms, cc, prompts.take(slice(b, b + batch_size)), layer, drop_bos)
+    for sub, n_real in fixed_batches(prompts, batch_size):
+        batch = encode_batch(lms, cc, sub, layer, drop_bos)
         f_patch = _patch_codes(batch, f_mean)
         for c, lm in enumerate(lms):
             r, w, m = checkpoint_program(lm, decs[c], batch.prompts, batch.a_CNTD[c], batch.f_NTF, f_patch,
                                          batch.splice_NT, threshold, layer=layer, method=method, steps=steps,
                                          reduce=reduce, zero_eps_patch=eps_patch == "zero")
-            ie[c] += np.asarray(jnp.sum(r, 0), np.float64)
-            raw[c] += np.asarray(jnp.sum(w, 0), np.float64)
-            metric[c] += float(jnp.sum(m))
-            bar.update(batch.prompts.n)
+            ie[c] += np.asarray(jnp.sum(r[:n_real], 0), np.float64)
+            raw[c] += np.asarray(jnp.sum(w[:n_real], 0), np.float64)
+            metric[c] += float(jnp.sum(m[:n_real]))
+            bar.update(n_real)
     bar.close()
     n = prompts.n
     return {"ie": ie / n, "ie_raw": raw / n, "metric": metric / n}
@@ -205,11 +231,11 @@ def exact_effects(lms: Sequence[models.LM], cc: Crosscoder, prompts: Prompts, la
     lat = jnp.asarray(np.asarray(latents, np.int32))
     f_mean = mean_code(lms, cc, prompts, layer, drop_bos, batch_size) if patch == "mean" else None
     out = np.zeros((C, len(latents)))
-    for b in range(0, prompts.n, batch_size):
-        batch = encode_batch(lms, cc, prompts.take(slice(b, b + batch_size)), layer, drop_bos)
+    for sub, n_real in fixed_batches(prompts, batch_size):
+        batch = encode_batch(lms, cc, sub, layer, drop_bos)
         f_patch = _patch_codes(batch, f_mean)
         for c, lm in enumerate(lms):
             d = exact_program(lm, decs[c], batch.prompts, batch.a_CNTD[c], batch.f_NTF, f_patch, batch.splice_NT,
                               lat, layer=layer)
-            out[c] += np.asarray(jnp.sum(d, 0), np.float64)
+            out[c] += np.asarray(jnp.sum(d[:n_real], 0), np.float64)
     return out / prompts.n

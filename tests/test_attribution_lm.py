@@ -77,3 +77,10 @@ def test_mean_ablation_patches_to_the_mean_code(setup):
     mean = attribution.attribute(lms, cc, prompts, layer=1, method="atp", threshold=0.0, patch="mean",
                                  batch_size=12)["ie_raw"]
     assert not np.allclose(zero, mean)
+
+
+def test_one_compilation_per_task_whatever_the_batches(setup):
+    lms, cc, prompts = setup
+    attribution.checkpoint_program.clear_cache()
+    attribution.attribute(lms, cc, prompts, layer=1, method="ig", steps=2, batch_size=5)  # 5 + 5 + 2 prompts
+    assert attribution.checkpoint_program._cache_size() == 1

@@ -38,8 +38,11 @@ def test_linear_downstream_atp_ig_exact_equal_the_analytic_answer():
     u = np.asarray(U)[:, prompts.patch_N].T - np.asarray(U)[:, prompts.clean_N].T  # [N, D]
     f_last = np.asarray(f)[np.arange(N), prompts.last_N]  # [N, F]
     analytic = -f_last * (u @ np.asarray(dec.W_FD).T)  # [N, F]
-    atp = np.asarray(attr.ie_entries(metric, f, eps, zero, eps, "atp").sum(1))
-    ig = np.asarray(attr.ie_entries(metric, f, eps, zero, eps, "ig", steps=10).sum(1))
+    atp, m_atp = attr.ie_entries(metric, f, eps, zero, eps, "atp")
+    ig, m_ig = attr.ie_entries(metric, f, eps, zero, eps, "ig", steps=10)
+    np.testing.assert_allclose(m_atp, metric(f, eps), rtol=1e-6)
+    np.testing.assert_allclose(m_ig, metric(f, eps), rtol=1e-6)
+    atp, ig = np.asarray(atp.sum(1)), np.asarray(ig.sum(1))
     exact = np.asarray(attr.exact_patch(metric, f, eps, zero, jnp.arange(F)))
     for got in (atp, ig, exact):
         np.testing.assert_allclose(got, analytic, rtol=1e-4, atol=1e-4)
@@ -64,7 +67,7 @@ def test_ig_completeness_and_left_riemann_convergence():
         target = np.asarray(metric(zero, eps_patch) - metric(f, eps))
         errs = []
         for steps in (10, 400):
-            ig = np.asarray(attr.ie_entries(metric, f, eps, zero, eps_patch, "ig", steps=steps).sum((1, 2)))
+            ig = np.asarray(attr.ie_entries(metric, f, eps, zero, eps_patch, "ig", steps=steps)[0].sum((1, 2)))
             if eps_patch is eps:  # eps interpolation is not attributed to latents; only then is IG complete
                 errs.append(np.max(np.abs(ig - target)) / np.max(np.abs(target)))
         if errs:
@@ -78,7 +81,7 @@ def test_atp_approximates_exact_single_latent_patching_for_small_patches():
     errs = []
     for scale in (0.99, 0.9, 0.0):
         patch = f * scale
-        atp = np.asarray(attr.ie_entries(metric, f, eps, patch, eps, "atp").sum(1))
+        atp = np.asarray(attr.ie_entries(metric, f, eps, patch, eps, "atp")[0].sum(1))
         exact = np.asarray(attr.exact_patch(metric, f, eps, patch, jnp.arange(F)))
         errs.append(np.max(np.abs(atp - exact)) / np.max(np.abs(exact)))
     # first-order: the error shrinks with the size of the patch (float32 rounding floors the smallest)

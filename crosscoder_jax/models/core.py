@@ -110,15 +110,28 @@ def residual_at(lm: LM, input_ids_BT: jax.Array, attention_mask_BT: jax.Array | 
     return _run_blocks(lm, x_BTD, ctx, 0, layer + 1)
 
 
-def logits_from(lm: LM, resid_BTD: jax.Array, attention_mask_BT: jax.Array | None, layer: int) -> jax.Array:
-    """Runs blocks layer+1..end, the final norm and the unembedding from the residual after block
-    `layer`: logits_BTV float32. Differentiable w.r.t. `resid_BTD`."""
+def _final_stream(lm: LM, resid_BTD: jax.Array, attention_mask_BT: jax.Array | None, layer: int) -> jax.Array:
+    """Blocks layer+1..end from the residual after block `layer` (before the final norm)."""
     _check_layer(lm, layer)
     mask_BT = _default_mask(resid_BTD, attention_mask_BT)
     _, ctx = _context(lm, mask_BT)
-    x_BTD = resid_BTD.astype(_param_dtype(lm))
-    x_BTD = _run_blocks(lm, x_BTD, ctx, layer + 1, lm.config.n_layers)
+    return _run_blocks(lm, resid_BTD.astype(_param_dtype(lm)), ctx, layer + 1, lm.config.n_layers)
+
+
+def logits_from(lm: LM, resid_BTD: jax.Array, attention_mask_BT: jax.Array | None, layer: int) -> jax.Array:
+    """Runs blocks layer+1..end, the final norm and the unembedding from the residual after block
+    `layer`: logits_BTV float32. Differentiable w.r.t. `resid_BTD`."""
+    x_BTD = _final_stream(lm, resid_BTD, attention_mask_BT, layer)
     return FAMILIES[lm.family].final(lm.params, lm.config, x_BTD).astype(jnp.float32)
+
+
+def logits_at_from(lm: LM, resid_BTD: jax.Array, attention_mask_BT: jax.Array | None, layer: int,
+                   position_B: jax.Array) -> jax.Array:
+    """As `logits_from`, but the final norm and unembedding only at one position per row:
+    logits_BV float32 (what a last-token metric needs; the unembedding is the costly part)."""
+    x_BTD = _final_stream(lm, resid_BTD, attention_mask_BT, layer)
+    x_B1D = jnp.take_along_axis(x_BTD, jnp.asarray(position_B)[:, None, None], axis=1)
+    return FAMILIES[lm.family].final(lm.params, lm.config, x_B1D)[:, 0].astype(jnp.float32)
 
 
 def forward(lm: LM, input_ids_BT: jax.Array, attention_mask_BT: jax.Array | None = None) -> jax.Array:
