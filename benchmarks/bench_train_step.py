@@ -3,9 +3,10 @@
   python benchmarks/bench_train_step.py [--C 3 --D 512 --F 16384 --batch 4096 --steps 3]
 
 Prints one table: tokens/s of the jitted, donated train step for each activation function, its
-achieved FLOP/s counting the dense crosscoder work (12 * C * D * F per token: encoder and decoder,
-forward and backward), and that as a fraction of this machine's float32 and bf16->f32 matmul peaks,
-both measured in the same run with the same JAX build.
+achieved FLOP/s counting the dense crosscoder work (10 * C * D * F per token: encoder and decoder
+forward, the decoder's two gradients and the encoder's weight gradient; the input needs none), and
+that as a fraction of this machine's float32 and bf16->f32 matmul peaks, both measured in the same
+run with the same JAX build.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def bench(activation: str, C: int, D: int, F: int, batch: int, steps: int, matmu
         times.append(time.perf_counter() - t)
     step_s = float(np.median(times))
     return {"activation": activation, "compile_s": compile_s, "step_s": step_s, "tokens_per_s": batch / step_s,
-            "flops": 12 * C * D * F * batch / step_s, "dead_frac": float(m["dead_frac"])}
+            "flops": 10 * C * D * F * batch / step_s, "dead_frac": float(m["dead_frac"])}
 
 
 def main() -> None:

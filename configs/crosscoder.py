@@ -27,7 +27,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.bandwidth = 0.5             # jumprelu straight-through kernel width (inputs have mean norm sqrt(D))
     c.init_threshold = 0.5        # jumprelu initial threshold
     c.dec_init_norm = 0.0         # decoder row norm at init (0: 0.08 for l1, 1.0 otherwise)
-    c.matmul_dtype = "float32"    # or "bfloat16" operands (float32 accumulation)
+    c.matmul_dtype = "bfloat16"   # bf16 operands, float32 accumulation, forward and backward (2.7x the
+                                  # float32 step on the dev CPU, same loss curve: benchmarks/README.md);
+                                  # "float32" for full-precision matmuls
     c.normalize = True            # scale each checkpoint to mean norm sqrt(D)
     c.lr = 5e-5
     c.b1 = 0.9

@@ -13,10 +13,12 @@ Training runs in normalised space (each checkpoint scaled by `s_c = sqrt(D) / E|
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from crosscoder_jax import activations
 
@@ -107,21 +109,60 @@ def init_params(spec: Spec, key: jax.Array) -> Params:
     return params
 
 
-def _operand(x: jax.Array, spec: Spec) -> jax.Array:
-    return x.astype(jnp.bfloat16) if spec.matmul_dtype == "bfloat16" else x.astype(jnp.float32)
+def _dot_bf16(a: str, b: str, out: str, x: jax.Array, y: jax.Array) -> jax.Array:
+    """einsum "a,b->out" of bf16 operands with float32 results. XLA's CPU runtime lacks a
+    bf16 x bf16 -> f32 dot for some operand layouts (e.g. "bf,bcd->fcd"), so the operand with fewer
+    free elements goes first, the result comes in dot_general's natural order (batch, first
+    operand's free, second's free indices), and is transposed after."""
+    free = lambda s, t, arr: int(np.prod([arr.shape[s.index(i)] for i in s if i not in t]))  # noqa: E731
+    if free(b, a, y) < free(a, b, x):
+        a, b, x, y = b, a, y, x
+    natural = "".join([i for i in a if i in b and i in out] + [i for i in a if i not in b] +
+                      [i for i in b if i not in a])
+    r = jnp.einsum(f"{a},{b}->{natural}", x.astype(jnp.bfloat16), y.astype(jnp.bfloat16),
+                   preferred_element_type=jnp.float32)
+    return r if natural == out else jnp.transpose(r, [natural.index(i) for i in out])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _bf16_einsum(subscripts: str, x: jax.Array, y: jax.Array) -> jax.Array:
+    """einsum with bfloat16 operands and float32 accumulation, forward and backward: the gradients
+    are again bf16 x bf16 -> f32 matmuls (plain autodiff would multiply the f32 cotangent with the
+    bf16 operand, i.e. run the backward pass in float32)."""
+    (a, b), out = subscripts.split("->")[0].split(","), subscripts.split("->")[1]
+    return _dot_bf16(a, b, out, x, y)
+
+
+def _bf16_einsum_fwd(subscripts, x, y):
+    return _bf16_einsum(subscripts, x, y), (x, y)
+
+
+def _bf16_einsum_bwd(subscripts, res, g):
+    # For "X,Y->Z" with every index of X in Y or Z (and of Y in X or Z): dX = "Z,Y->X", dY = "X,Z->Y".
+    x, y = res
+    (a, b), out = subscripts.split("->")[0].split(","), subscripts.split("->")[1]
+    dx = _dot_bf16(out, b, a, g, y)
+    dy = _dot_bf16(a, out, b, x, g)
+    return dx.astype(x.dtype), dy.astype(y.dtype)
+
+
+_bf16_einsum.defvjp(_bf16_einsum_fwd, _bf16_einsum_bwd)
+
+
+def _matmul(subscripts: str, x: jax.Array, y: jax.Array, spec: Spec) -> jax.Array:
+    if spec.matmul_dtype == "bfloat16":
+        return _bf16_einsum(subscripts, x, y)
+    return jnp.einsum(subscripts, x.astype(jnp.float32), y.astype(jnp.float32), preferred_element_type=jnp.float32)
 
 
 def encoder_pre(params: Params, x_BCD: jax.Array, spec: Spec) -> jax.Array:
     """Pre-activations `sum_c x_c @ W_enc[c] + b_enc`, float32 [B, F]."""
-    pre_BF = jnp.einsum("bcd,cdf->bf", _operand(x_BCD, spec), _operand(params["W_enc"], spec),
-                        preferred_element_type=jnp.float32)
-    return pre_BF + params["b_enc"]
+    return _matmul("bcd,cdf->bf", x_BCD, params["W_enc"], spec) + params["b_enc"]
 
 
 def decode(params: Params, f_BF: jax.Array, spec: Spec, bias: bool = True) -> jax.Array:
     """Reconstructions `xhat_c = f @ W_dec[:, c, :] + b_dec[c]`, float32 [B, C, D]."""
-    xhat_BCD = jnp.einsum("bf,fcd->bcd", _operand(f_BF, spec), _operand(params["W_dec"], spec),
-                          preferred_element_type=jnp.float32)
+    xhat_BCD = _matmul("bf,fcd->bcd", f_BF, params["W_dec"], spec)
     return xhat_BCD + params["b_dec"] if bias else xhat_BCD
 
 
