@@ -18,7 +18,6 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from crosscoder_jax import activations
 
@@ -110,18 +109,11 @@ def init_params(spec: Spec, key: jax.Array) -> Params:
 
 
 def _dot_bf16(a: str, b: str, out: str, x: jax.Array, y: jax.Array) -> jax.Array:
-    """einsum "a,b->out" of bf16 operands with float32 results. XLA's CPU runtime lacks a
-    bf16 x bf16 -> f32 dot for some operand layouts (e.g. "bf,bcd->fcd"), so the operand with fewer
-    free elements goes first, the result comes in dot_general's natural order (batch, first
-    operand's free, second's free indices), and is transposed after."""
-    free = lambda s, t, arr: int(np.prod([arr.shape[s.index(i)] for i in s if i not in t]))  # noqa: E731
-    if free(b, a, y) < free(a, b, x):
-        a, b, x, y = b, a, y, x
-    natural = "".join([i for i in a if i in b and i in out] + [i for i in a if i not in b] +
-                      [i for i in b if i not in a])
-    r = jnp.einsum(f"{a},{b}->{natural}", x.astype(jnp.bfloat16), y.astype(jnp.bfloat16),
-                   preferred_element_type=jnp.float32)
-    return r if natural == out else jnp.transpose(r, [natural.index(i) for i in out])
+    """einsum "a,b->out" of bf16 operands with float32 results. Callers pass 2-D matmuls: XLA's
+    CPU runtime lacks bf16 x bf16 -> f32 for some dots with several free or contracted axes
+    (e.g. "bf,bcd->fcd"), while every 2-D form runs."""
+    return jnp.einsum(f"{a},{b}->{out}", x.astype(jnp.bfloat16), y.astype(jnp.bfloat16),
+                      preferred_element_type=jnp.float32)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -156,13 +148,15 @@ def _matmul(subscripts: str, x: jax.Array, y: jax.Array, spec: Spec) -> jax.Arra
 
 
 def encoder_pre(params: Params, x_BCD: jax.Array, spec: Spec) -> jax.Array:
-    """Pre-activations `sum_c x_c @ W_enc[c] + b_enc`, float32 [B, F]."""
-    return _matmul("bcd,cdf->bf", x_BCD, params["W_enc"], spec) + params["b_enc"]
+    """Pre-activations `sum_c x_c @ W_enc[c] + b_enc`, float32 [B, F] (one [B, C*D] @ [C*D, F] matmul)."""
+    C, D, F = params["W_enc"].shape
+    return _matmul("bk,kf->bf", x_BCD.reshape(-1, C * D), params["W_enc"].reshape(C * D, F), spec) + params["b_enc"]
 
 
 def decode(params: Params, f_BF: jax.Array, spec: Spec, bias: bool = True) -> jax.Array:
     """Reconstructions `xhat_c = f @ W_dec[:, c, :] + b_dec[c]`, float32 [B, C, D]."""
-    xhat_BCD = _matmul("bf,fcd->bcd", f_BF, params["W_dec"], spec)
+    F, C, D = params["W_dec"].shape
+    xhat_BCD = _matmul("bf,fk->bk", f_BF, params["W_dec"].reshape(F, C * D), spec).reshape(-1, C, D)
     return xhat_BCD + params["b_dec"] if bias else xhat_BCD
 
 

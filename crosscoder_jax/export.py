@@ -81,8 +81,10 @@ def save_crosscoder(path: str | os.PathLike, params: Mapping[str, jax.Array], ac
     os.replace(tmp, path)
 
 
-def load_crosscoder(path: str | os.PathLike) -> Crosscoder:
-    """Reads `crosscoder.safetensors` back (see the module docstring)."""
+def load_crosscoder(path: str | os.PathLike, matmul_dtype: str = "float32") -> Crosscoder:
+    """Reads `crosscoder.safetensors` back (see the module docstring). Inference runs float32
+    matmuls unless `matmul_dtype="bfloat16"` (bf16 operands are a training-speed choice; the spec
+    in the metadata keeps what training used)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no crosscoder at {path}: train one with `python -m launch.train`")
@@ -91,7 +93,7 @@ def load_crosscoder(path: str | os.PathLike) -> Crosscoder:
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} has format {meta.get('format')!r}, this version reads {FORMAT!r}")
     tensors = load_file(str(path))
-    spec = Spec(**json.loads(meta["spec"]))
+    spec = dataclasses.replace(Spec(**json.loads(meta["spec"])), matmul_dtype=matmul_dtype)
     scales = np.asarray(json.loads(meta["scales"]), np.float64)
     params = crosscoder.unfold_scales({k: jnp.asarray(tensors[k]) for k in ("W_enc", "b_enc", "W_dec", "b_dec")},
                                       scales)
