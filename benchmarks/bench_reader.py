@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from benchmarks.common import shape_args  # noqa: E402
 from configs.crosscoder import get_config  # noqa: E402
 from crosscoder_jax import sharding  # noqa: E402
 from crosscoder_jax.store import Store, create_store  # noqa: E402
@@ -40,12 +41,8 @@ def reader_rate(store, batch, prefetch, n_batches):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--C", type=int, default=3)
-    ap.add_argument("--D", type=int, default=512)
-    ap.add_argument("--F", type=int, default=16384)
-    ap.add_argument("--batch", type=int, default=4096)
+    shape_args(ap, steps=4)
     ap.add_argument("--rows", type=int, default=65536)
-    ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--activation", default="l1")
     ap.add_argument("--dtype", default="bfloat16")
     a = ap.parse_args()

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from benchmarks.common import matmul_peak  # noqa: E402
+from benchmarks.common import matmul_peak, shape_args  # noqa: E402
 from configs.crosscoder import get_config  # noqa: E402
 from crosscoder_jax import sharding  # noqa: E402
 from crosscoder_jax.train import build  # noqa: E402
@@ -52,11 +52,7 @@ def bench(activation: str, C: int, D: int, F: int, batch: int, steps: int, matmu
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--C", type=int, default=3)
-    ap.add_argument("--D", type=int, default=512)
-    ap.add_argument("--F", type=int, default=16384)
-    ap.add_argument("--batch", type=int, default=4096)
-    ap.add_argument("--steps", type=int, default=3)
+    shape_args(ap, steps=3)
     ap.add_argument("--activations", default="l1,topk,batchtopk,jumprelu")
     ap.add_argument("--matmul_dtype", default="float32")
     a = ap.parse_args()

@@ -9,6 +9,15 @@ import jax
 import jax.numpy as jnp
 
 
+def shape_args(ap, steps: int) -> None:
+    """The crosscoder shape flags every step benchmark takes (defaults: the paper's C, F and batch at D = 512)."""
+    ap.add_argument("--C", type=int, default=3)
+    ap.add_argument("--D", type=int, default=512)
+    ap.add_argument("--F", type=int, default=16384)
+    ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--steps", type=int, default=steps)
+
+
 def timeit(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
     """Best wall time of `fn()` (blocked until ready) over `repeats`, after `warmup` calls."""
     for _ in range(warmup):
