@@ -157,7 +157,7 @@ def part2(a) -> dict:
         warm = time.perf_counter() - t
     finally:
         attribution.checkpoint_program, attribution._residual = orig_prog, orig_res
-    lengths = sorted({int(prompts.take(slice(b, b + 32)).ids_NT.shape[1]) for b in range(0, prompts.n, 32)})
+    lengths = sorted({int(sub.ids_NT.shape[1]) for sub, _ in prompts.batches(32)})
     return {"n": prompts.n, "cold": cold, "warm": warm, "compiles": n_compiles, "lengths": lengths,
             "in_prog": timed_prog.total, "in_res": timed_res.total, "calls": timed_prog.calls + timed_res.calls}
 

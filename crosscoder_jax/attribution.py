@@ -158,18 +158,6 @@ def encode_batch(lms: Sequence[models.LM], cc: Crosscoder, prompts: Prompts, lay
     return Batch(prompts, a, jnp.where(splice[..., None], f, 0.0), splice)
 
 
-def fixed_batches(prompts: Prompts, batch_size: int):
-    """(batch, n_real) over the prompts, every batch with the same shape (the task's full length;
-    the last batch filled up with copies of its first prompt, to be dropped), so each program
-    compiles once per task instead of once per batch shape."""
-    size = min(batch_size, prompts.n)
-    for b in range(0, prompts.n, size):
-        idx = np.arange(b, min(b + size, prompts.n))
-        n_real = len(idx)
-        idx = np.concatenate([idx, np.full(size - n_real, idx[0])])
-        yield Prompts(*(np.asarray(a)[idx] for a in prompts)), n_real
-
-
 def decoders(cc: Crosscoder) -> list[Decoder]:
     folded = cc.folded()
     return [Decoder(folded["W_dec"][:, c, :], folded["b_dec"][c]) for c in range(cc.spec.n_checkpoints)]
@@ -178,7 +166,7 @@ def decoders(cc: Crosscoder) -> list[Decoder]:
 def mean_code(lms, cc, prompts: Prompts, layer: int, drop_bos: bool, batch_size: int) -> jax.Array:
     """Mean code [F] over the task's spliced positions (the mean-ablation patch state)."""
     total, count = 0.0, 0
-    for sub, n_real in fixed_batches(prompts, batch_size):
+    for sub, n_real in prompts.batches(batch_size):
         batch = encode_batch(lms, cc, sub, layer, drop_bos)
         total = total + jnp.sum(batch.f_NTF[:n_real], axis=(0, 1))
         count += int(jnp.sum(batch.splice_NT[:n_real]))
@@ -206,7 +194,7 @@ def attribute(lms: Sequence[models.LM], cc: Crosscoder, prompts: Prompts, layer:
     f_mean = mean_code(lms, cc, prompts, layer, drop_bos, batch_size) if patch == "mean" else None
     ie, raw, metric = np.zeros((C, F)), np.zeros((C, F)), np.zeros(C)
     bar = progress(prompts.n * C, desc=f"IE ({method})", unit="prompt", disable=not show_progress)
-    for sub, n_real in fixed_batches(prompts, batch_size):
+    for sub, n_real in prompts.batches(batch_size):
         batch = encode_batch(lms, cc, sub, layer, drop_bos)
         f_patch = _patch_codes(batch, f_mean)
         for c, lm in enumerate(lms):
@@ -231,7 +219,7 @@ def exact_effects(lms: Sequence[models.LM], cc: Crosscoder, prompts: Prompts, la
     lat = jnp.asarray(np.asarray(latents, np.int32))
     f_mean = mean_code(lms, cc, prompts, layer, drop_bos, batch_size) if patch == "mean" else None
     out = np.zeros((C, len(latents)))
-    for sub, n_real in fixed_batches(prompts, batch_size):
+    for sub, n_real in prompts.batches(batch_size):
         batch = encode_batch(lms, cc, sub, layer, drop_bos)
         f_patch = _patch_codes(batch, f_mean)
         for c, lm in enumerate(lms):

@@ -44,10 +44,16 @@ class Prompts(NamedTuple):
         """Number of prompts (a NamedTuple must keep len() = number of fields)."""
         return len(self.last_N)
 
-    def take(self, index) -> "Prompts":
-        sub = Prompts(*(a[index] for a in self))
-        T = int(sub.last_N.max()) + 1 if sub.n else 1  # trim padding columns
-        return sub._replace(ids_NT=sub.ids_NT[:, :T], mask_NT=sub.mask_NT[:, :T])
+    def batches(self, batch_size: int):
+        """(batch, n_real) over the prompts, every batch the same shape (full length; the last one
+        filled up with copies of its first prompt, to be dropped), so a jitted program over the
+        batches compiles once instead of once per batch shape."""
+        size = min(batch_size, self.n)
+        for b in range(0, self.n, size):
+            idx = np.arange(b, min(b + size, self.n))
+            n_real = len(idx)
+            idx = np.concatenate([idx, np.full(size - n_real, idx[0])])
+            yield Prompts(*(np.asarray(a)[idx] for a in self)), n_real
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -150,8 +156,7 @@ def _prompt_logit_diff(lm, ids, mask, last, clean, patch):
 
 def task_metrics(lm: models.LM, prompts: Prompts, batch_size: int = 256) -> dict[str, float]:
     """Accuracy (fraction with logit[clean] > logit[patch]) and mean logit[clean] - logit[patch]."""
-    m = np.concatenate([np.asarray(_prompt_logit_diff(lm, *prompts.take(slice(b, b + batch_size))))
-                        for b in range(0, prompts.n, batch_size)])
+    m = np.concatenate([np.asarray(_prompt_logit_diff(lm, *sub))[:n_real] for sub, n_real in prompts.batches(batch_size)])
     return {"accuracy": float(np.mean(m < 0)), "mean_clean_minus_patch": float(np.mean(-m)), "n": int(len(m))}
 
 
