@@ -10,12 +10,14 @@ import numpy as np
 
 from configs.crosscoder import get_config
 from crosscoder_jax import sharding
+from crosscoder_jax.activations.select import block_size
 from crosscoder_jax.train import build
 
 
 def run(activation, mesh_shape, steps=20):
     c = get_config()
-    c.dict_size, c.k, c.batch_size, c.steps, c.lr = 64, 4, 64, steps, 1e-2
+    c.dict_size, c.k, c.batch_size, c.steps, c.lr = 256, 4, 64, steps, 1e-2
+    assert block_size(256, 4, 1) and block_size(256, 4 * 64, 64)  # the compacted top-k search runs sharded
     c.activation, c.dead_tokens, c.threshold_start_step = activation, 128, 5
     c.matmul_dtype = "float32"  # the bound (1e-5) is for float32; bf16 rounds reduction-order noise up
     data, model = mesh_shape

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from crosscoder_jax import activations, crosscoder as cc
-from crosscoder_jax.activations.base import k_at, kth_largest
+from crosscoder_jax.activations.base import k_at, keep_top, kth_largest
+from crosscoder_jax.activations.select import block_size
 from crosscoder_jax.activations.jumprelu import heaviside, jump
 
 B, C, D, F = 24, 3, 8, 40
@@ -187,6 +188,44 @@ def test_kth_largest_is_exact():
         np.testing.assert_array_equal(kth_largest(jnp.asarray(v), k, axis=-1), np.sort(v, axis=-1)[:, -k])
         assert float(kth_largest(jnp.asarray(v), k * 16)) == np.sort(v.ravel())[-k * 16]
     assert float(kth_largest(jnp.asarray(v), 0)) == np.inf
+
+
+def _kth_ref(v, k):
+    """float64 reference: k-th largest of v >= 0 (0 past the end, +inf for k <= 0)."""
+    if k <= 0:
+        return np.inf
+    s = np.sort(v.ravel())[::-1]
+    return s[k - 1] if k <= s.size else 0.0
+
+
+@pytest.mark.parametrize("case", ["normal", "sparse", "ties", "constant", "few_positive", "all_zero"])
+def test_compacted_kth_largest_matches_sort(case):
+    """The block-compacted search (k_bound given) against np.sort, on the paths it can take:
+    compacted, fewer positive blocks than k, and the fall-back when ties overflow its room."""
+    rng = np.random.default_rng(1)
+    R, n = 24, 512
+    v = np.maximum(rng.normal(size=(R, n)), 0) * rng.uniform(0.5, 2.0, size=n)
+    if case == "sparse":
+        v *= rng.random((R, n)) < 0.02
+    elif case == "ties":
+        v = np.round(v * 4) / 4
+    elif case == "constant":
+        v = np.ones((R, n))
+    elif case == "few_positive":
+        v *= rng.random((R, n)) < 0.003
+    elif case == "all_zero":
+        v = np.zeros((R, n))
+    v = v.astype(np.float32)
+    assert block_size(n, 8, 1) and block_size(n, 8 * R, R)  # the compacted path is taken
+    for k in (0, 1, 3, 8):
+        got = kth_largest(jnp.asarray(v), k * R, k_bound=8 * R)
+        assert float(got) == _kth_ref(v, k * R), (case, k)
+        ks = rng.integers(0, k + 1, size=R)
+        got_rows = np.asarray(kth_largest(jnp.asarray(v), jnp.asarray(ks), axis=-1, k_bound=8))
+        want_rows = [_kth_ref(v[r], int(ks[r])) for r in range(R)]
+        np.testing.assert_array_equal(got_rows, np.float32(want_rows), err_msg=f"{case} k={k}")
+    mask = np.asarray(keep_top(jnp.asarray(v), 5 * R, axis=None, k_bound=8 * R))
+    np.testing.assert_array_equal(mask, (v >= _kth_ref(v, 5 * R)) & (v > 0))
 
 
 def test_k_annealing_and_bad_k():

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from crosscoder_jax.activations.select import keep_top, kth_largest  # noqa: F401 (re-exported)
+
 if TYPE_CHECKING:
     from crosscoder_jax.crosscoder import Spec
 
@@ -75,48 +77,9 @@ def k_at(spec: "Spec", step: jax.Array) -> jax.Array:
     return jnp.round(k).astype(jnp.int32)
 
 
-_INF_BITS = 0x7F800000  # bit pattern of +inf: an upper bound for every finite non-negative float32
-
-
-def kth_largest(v: jax.Array, k: jax.Array | int, axis: int | None = None) -> jax.Array:
-    """Exact k-th largest value of a non-negative array, over the last axis or over all of it.
-
-    Bisection on the float32 bit patterns (monotonic for non-negative floats): 31 rounds of
-    "how many entries are >= t", each a compare and a sum. Unlike `lax.top_k` it needs no
-    static k and no gather, and every round is a plain reduction, so it stays exact when v is
-    sharded over batch and latents (the partitioner all-reduces the counts). k may be traced and
-    per row; k <= 0 gives +inf (keep nothing). Returns a float32 scalar, or [rows] for axis=-1.
-    """
-    if axis not in (None, -1):
-        raise ValueError("kth_largest reduces over the last axis (axis=-1) or everything (axis=None)")
-    bits = lax.bitcast_convert_type(jnp.maximum(v, 0.0).astype(jnp.float32), jnp.int32)
-    shape = () if axis is None else bits.shape[:-1]
-    k = jnp.broadcast_to(jnp.asarray(k, jnp.int32), shape)
-
-    def count_at_least(t):
-        if axis is None:
-            return jnp.sum(bits >= t, dtype=jnp.int32)
-        return jnp.sum(bits >= t[..., None], axis=-1, dtype=jnp.int32)
-
-    def body(_, carry):
-        lo, hi = carry  # invariant: count(bits >= lo) >= k > count(bits >= hi)
-        mid = lo + (hi - lo) // 2
-        enough = count_at_least(mid) >= k
-        return jnp.where(enough, mid, lo), jnp.where(enough, hi, mid)
-
-    lo = jnp.zeros(shape, jnp.int32)
-    hi = jnp.full(shape, _INF_BITS + 1, jnp.int32)
-    lo, _ = lax.fori_loop(0, 31, body, (lo, hi))
-    return lax.bitcast_convert_type(lo, jnp.float32)
-
-
-def keep_top(v: jax.Array, k: jax.Array | int, axis: int | None) -> jax.Array:
-    """Mask of the k largest positive entries of v >= 0 (per row for axis=-1, overall for None).
-    Exact ties at the k-th value are all kept; zeros never are."""
-    t = kth_largest(v, k, axis)
-    if axis == -1:
-        t = t[..., None]
-    return (v >= t) & (v > 0)
+def k_bound(spec: "Spec") -> int:
+    """A static upper bound on `k_at(spec, step)` over all steps."""
+    return max(spec.k, spec.k_start or 0)
 
 
 def auxk_loss(ctx: PenaltyContext) -> jax.Array:
@@ -133,7 +96,7 @@ def auxk_loss(ctx: PenaltyContext) -> jax.Array:
         relu_BF = jax.nn.relu(ctx.pre_BF)
         cand_BF = jnp.where(ctx.dead_F[None, :], relu_BF, 0.0)
         k_aux = jnp.minimum(spec.k_aux_resolved, n_dead)
-        aux_f_BF = jnp.where(keep_top(cand_BF, k_aux, axis=-1), relu_BF, 0.0)
+        aux_f_BF = jnp.where(keep_top(cand_BF, k_aux, axis=-1, k_bound=spec.k_aux_resolved), relu_BF, 0.0)
         e_BCD = lax.stop_gradient(ctx.x_BCD - ctx.xhat_BCD)
         ehat_BCD = decode(ctx.params, aux_f_BF, spec, bias=False)
         l2 = jnp.mean(jnp.sum(jnp.square(e_BCD - ehat_BCD), axis=(1, 2)))

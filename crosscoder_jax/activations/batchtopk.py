@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from crosscoder_jax.activations.base import Activation, PenaltyContext, auxk_loss, k_at, keep_top
+from crosscoder_jax.activations.base import Activation, PenaltyContext, auxk_loss, k_at, k_bound, keep_top
 
 
 class BatchTopK(Activation):
@@ -19,7 +19,8 @@ class BatchTopK(Activation):
     def train(self, pre_BF, params, state, spec, dn_F, step):
         relu_BF = jax.nn.relu(pre_BF)
         v_BF = relu_BF * dn_F
-        keep_BF = keep_top(v_BF, k_at(spec, step) * pre_BF.shape[0], axis=None)
+        keep_BF = keep_top(v_BF, k_at(spec, step) * pre_BF.shape[0], axis=None,
+                           k_bound=k_bound(spec) * pre_BF.shape[0])
         min_kept = jnp.min(jnp.where(keep_BF, v_BF, jnp.inf))
         min_kept = jnp.where(jnp.isfinite(min_kept), min_kept, 0.0)
         return jnp.where(keep_BF, relu_BF, 0.0), {"min_kept": lax.stop_gradient(min_kept)}
@@ -30,7 +31,8 @@ class BatchTopK(Activation):
         theta = state["threshold"]
         # Before any threshold exists, fall back to the batch top-k with the final k.
         keep_BF = lax.cond(theta >= 0, lambda: v_BF > theta,
-                           lambda: keep_top(v_BF, spec.k * pre_BF.shape[0], axis=None))
+                           lambda: keep_top(v_BF, spec.k * pre_BF.shape[0], axis=None,
+                                            k_bound=spec.k * pre_BF.shape[0]))
         return jnp.where(keep_BF, relu_BF, 0.0)
 
     def penalties(self, ctx: PenaltyContext) -> dict:

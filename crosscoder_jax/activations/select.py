@@ -1,0 +1,130 @@
+"""Exact top-k selection without sorting: the k-th largest value of a non-negative array, over
+the last axis (per row, TopK) or over everything (BatchTopK), and the mask of the entries at or
+above it.
+
+The k-th largest is found by bisection on the float32 bit patterns (monotonic for non-negative
+floats): each round is "how many entries are >= t", a compare and a sum. It needs no static k and
+no gather, and every round is a plain reduction, so it stays exact when the array is sharded over
+batch and latents (the partitioner all-reduces the counts). `lax.top_k` over a whole batch of
+latents is ~6x slower on CPU and needs a static k.
+
+Bisecting over all B*F entries costs ~31 passes over them, so when an upper bound on k is known
+statically the search first shrinks the array, still exactly: split each row into blocks of s
+entries and take each block's maximum M. The k-th largest of M (a subset of the entries) is a lower
+bound `lo` on the answer t, and every entry >= t lies in a block whose maximum is >= t >= lo. The
+blocks with M >= lo (about k of them) are gathered and the bisection runs on those k*s entries
+only: one pass over the data for M plus ~31 passes over N/s + k*s entries instead of N. If ties
+make more blocks qualify than the static room allows, it falls back to the full bisection.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_INF_BITS = 0x7F800000  # bit pattern of +inf: an upper bound for every finite non-negative float32
+
+
+def _bisect(bits: jax.Array, k: jax.Array, lo: jax.Array, hi: jax.Array, per_row: bool) -> jax.Array:
+    """Largest t in [lo, hi) with count(bits >= t) >= k, given count(bits >= lo) >= k > count(bits >= hi).
+    bits [..., n] int32; k, lo, hi [...] per row (per_row) or scalars. Stops when every row converged."""
+
+    def count(t):
+        if per_row:
+            return jnp.sum(bits >= t[..., None], axis=-1, dtype=jnp.int32)
+        return jnp.sum(bits >= t, dtype=jnp.int32)
+
+    def body(carry):
+        lo, hi = carry
+        mid = lo + (hi - lo) // 2
+        enough = count(mid) >= k
+        return jnp.where(enough, mid, lo), jnp.where(enough, hi, mid)
+
+    lo, _ = lax.while_loop(lambda c: jnp.any(c[1] - c[0] > 1), body, (lo, hi))
+    return lo
+
+
+def block_size(n: int, k_bound: int, rows: int) -> int:
+    """Block size s for the compacted search on rows of n entries with at most k_bound entries kept
+    per row (per_row) or in all (then k_bound / rows per row); 0 when compaction would not pay.
+    Cost ~ n/s + k*s passes' worth, minimal at s = sqrt(n/k); s is a power of two in [4, 64]
+    dividing n."""
+    k_row = max(k_bound / rows, 1e-9)
+    s = 2 ** round(math.log2(max(math.sqrt(n / k_row), 1.0)))
+    s = min(max(s, 4), 64)
+    while s >= 4 and n % s:
+        s //= 2
+    if s < 4 or n / s + k_row * s >= n / 2:
+        return 0
+    return s
+
+
+def _compacted(bits: jax.Array, k: jax.Array, k_bound: int, s: int, per_row: bool) -> jax.Array:
+    """The bisection on the blocks that can hold the answer (see the module docstring); bits [R, n]."""
+    R, n = bits.shape
+    M_RN = jnp.max(bits.reshape(R, n // s, s), axis=-1)
+    hi = (jnp.max(M_RN, axis=-1) if per_row else jnp.max(M_RN)) + 1
+    zero = jnp.zeros(hi.shape, jnp.int32)
+    lo = _bisect(M_RN if per_row else M_RN.reshape(-1), k, zero, hi, per_row)
+    # With fewer than k positive blocks lo is 0; then the positive blocks hold every positive entry.
+    sel = M_RN >= jnp.maximum(lo, 1)[..., None] if per_row else M_RN >= jnp.maximum(lo, 1)
+    cap = k_bound + max(64, k_bound // 16)  # room for ties among block maxima
+    n_sel = jnp.sum(sel, axis=-1, dtype=jnp.int32) if per_row else jnp.sum(sel, dtype=jnp.int32)
+    blocks = bits.reshape(R, n // s, s)
+
+    def fast(_):
+        if per_row:
+            idx = jax.vmap(lambda m: jnp.nonzero(m, size=cap, fill_value=0)[0])(sel)
+            cand = jnp.take_along_axis(blocks, idx[..., None], axis=1)  # [R, cap, s]
+            valid = jnp.arange(cap)[None, :] < n_sel[:, None]
+            cand = jnp.where(valid[..., None], cand, 0).reshape(R, cap * s)
+        else:
+            idx, = jnp.nonzero(sel.reshape(-1), size=cap, fill_value=0)
+            cand = blocks.reshape(R * (n // s), s)[idx]  # [cap, s]
+            cand = jnp.where((jnp.arange(cap) < n_sel)[:, None], cand, 0)
+        return _bisect(cand, k, lo, hi, per_row)
+
+    def full(_):
+        return _bisect(bits if per_row else bits.reshape(-1), k, zero, jnp.full(hi.shape, _INF_BITS + 1, jnp.int32),
+                       per_row)
+
+    return lax.cond(jnp.all(n_sel <= cap), fast, full, None)
+
+
+def kth_largest(v: jax.Array, k: jax.Array | int, axis: int | None = None, k_bound: int | None = None) -> jax.Array:
+    """Exact k-th largest value of a non-negative array v [..., n], over the last axis or over all of it.
+
+    k may be traced and per row; k <= 0 gives +inf (keep nothing), k above the number of entries 0.
+    `k_bound`, a static upper bound on k, enables the compacted search (much faster for k << n).
+    No gradient flows through the result. Returns a float32 scalar, or [...] for axis=-1.
+    """
+    if axis not in (None, -1):
+        raise ValueError("kth_largest reduces over the last axis (axis=-1) or everything (axis=None)")
+    per_row = axis == -1
+    v = lax.stop_gradient(v)
+    bits = lax.bitcast_convert_type(jnp.maximum(v, 0.0).astype(jnp.float32), jnp.int32)
+    lead, n = bits.shape[:-1], bits.shape[-1]
+    shape = lead if per_row else ()
+    k = jnp.broadcast_to(jnp.asarray(k, jnp.int32), shape)
+    rows = math.prod(lead)
+    s = block_size(n, k_bound, rows if not per_row else 1) if k_bound is not None and rows >= 1 and n >= 1 else 0
+    if s:
+        t = _compacted(bits.reshape(rows, n), k.reshape(-1) if per_row else k, k_bound, s, per_row)
+        t = t.reshape(shape)
+    else:
+        flat = bits if per_row else bits.reshape(-1)
+        t = _bisect(flat, k, jnp.zeros(shape, jnp.int32), jnp.full(shape, _INF_BITS + 1, jnp.int32), per_row)
+    t = jnp.where(k <= 0, _INF_BITS, t)
+    return lax.bitcast_convert_type(t, jnp.float32)
+
+
+def keep_top(v: jax.Array, k: jax.Array | int, axis: int | None, k_bound: int | None = None) -> jax.Array:
+    """Mask of the k largest positive entries of v >= 0 (per row for axis=-1, overall for None).
+    Exact ties at the k-th value are all kept; zeros never are. `k_bound` as in `kth_largest`."""
+    t = kth_largest(v, k, axis, k_bound)
+    if axis == -1:
+        t = t[..., None]
+    return (v >= t) & (v > 0)
