@@ -13,13 +13,12 @@ Training runs in normalised space (each checkpoint scaled by `s_c = sqrt(D) / E|
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 
-from crosscoder_jax import activations
+from crosscoder_jax import activations, matmul
 
 Params = dict[str, jax.Array]
 
@@ -108,43 +107,8 @@ def init_params(spec: Spec, key: jax.Array) -> Params:
     return params
 
 
-def _dot_bf16(a: str, b: str, out: str, x: jax.Array, y: jax.Array) -> jax.Array:
-    """einsum "a,b->out" of bf16 operands with float32 results. Callers pass 2-D matmuls: XLA's
-    CPU runtime lacks bf16 x bf16 -> f32 for some dots with several free or contracted axes
-    (e.g. "bf,bcd->fcd"), while every 2-D form runs."""
-    return jnp.einsum(f"{a},{b}->{out}", x.astype(jnp.bfloat16), y.astype(jnp.bfloat16),
-                      preferred_element_type=jnp.float32)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _bf16_einsum(subscripts: str, x: jax.Array, y: jax.Array) -> jax.Array:
-    """einsum with bfloat16 operands and float32 accumulation, forward and backward: the gradients
-    are again bf16 x bf16 -> f32 matmuls (plain autodiff would multiply the f32 cotangent with the
-    bf16 operand, i.e. run the backward pass in float32)."""
-    (a, b), out = subscripts.split("->")[0].split(","), subscripts.split("->")[1]
-    return _dot_bf16(a, b, out, x, y)
-
-
-def _bf16_einsum_fwd(subscripts, x, y):
-    return _bf16_einsum(subscripts, x, y), (x, y)
-
-
-def _bf16_einsum_bwd(subscripts, res, g):
-    # For "X,Y->Z" with every index of X in Y or Z (and of Y in X or Z): dX = "Z,Y->X", dY = "X,Z->Y".
-    x, y = res
-    (a, b), out = subscripts.split("->")[0].split(","), subscripts.split("->")[1]
-    dx = _dot_bf16(out, b, a, g, y)
-    dy = _dot_bf16(a, out, b, x, g)
-    return dx.astype(x.dtype), dy.astype(y.dtype)
-
-
-_bf16_einsum.defvjp(_bf16_einsum_fwd, _bf16_einsum_bwd)
-
-
 def _matmul(subscripts: str, x: jax.Array, y: jax.Array, spec: Spec) -> jax.Array:
-    if spec.matmul_dtype == "bfloat16":
-        return _bf16_einsum(subscripts, x, y)
-    return jnp.einsum(subscripts, x.astype(jnp.float32), y.astype(jnp.float32), preferred_element_type=jnp.float32)
+    return matmul.matmul(subscripts, x, y, spec.matmul_dtype)
 
 
 def encoder_pre(params: Params, x_BCD: jax.Array, spec: Spec) -> jax.Array:
