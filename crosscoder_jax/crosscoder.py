@@ -18,7 +18,8 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 
-from crosscoder_jax import activations, matmul
+from crosscoder_jax import activations, matmul, sparse_decode
+from crosscoder_jax.activations.base import k_bound
 
 Params = dict[str, jax.Array]
 
@@ -47,6 +48,9 @@ class Spec:
       dec_init_norm: norm of every decoder row W_dec[i, c] at init; None: 0.08 for l1, else 1.0.
       matmul_dtype: operand dtype of the encoder/decoder matmuls ("float32" or "bfloat16");
         accumulation is always float32.
+      sparse_decode: topk/batchtopk training decodes from the kept entries only (gathers and a
+        scatter-add instead of three dense matmuls; `sparse_decode.py`). Same math; it pays when
+        F/k is large (benchmarks/README.md).
     """
 
     n_checkpoints: int
@@ -67,6 +71,7 @@ class Spec:
     init_threshold: float = 0.5
     dec_init_norm: float | None = None
     matmul_dtype: str = "float32"
+    sparse_decode: bool = False
 
     def __post_init__(self) -> None:
         if min(self.n_checkpoints, self.d_model, self.dict_size) < 1:
@@ -79,6 +84,9 @@ class Spec:
                 if value is not None and not 1 <= value <= self.dict_size:
                     raise ValueError(f"{name}={value} must lie in [1, dict_size={self.dict_size}]: "
                                      f"lower {name} or raise dict_size")
+        if self.sparse_decode and self.activation not in ("topk", "batchtopk"):
+            raise ValueError(f"sparse_decode needs a top-k activation (topk, batchtopk), not {self.activation!r}: "
+                             "set sparse_decode=False")
 
     @property
     def k_aux_resolved(self) -> int:
@@ -154,7 +162,14 @@ def loss_fn(params: Params, act_state: Mapping[str, jax.Array], x_BCD: jax.Array
     pre_BF = encoder_pre(params, x_BCD, spec)
     dn_F = jnp.sum(decoder_norms(params), axis=-1)
     f_BF, act_update = act.train(pre_BF, params, act_state, spec, dn_F, step)
-    xhat_BCD = decode(params, f_BF, spec)
+    if spec.sparse_decode:
+        F, C, D = params["W_dec"].shape
+        cap = k_bound(spec) * f_BF.shape[0]
+        cap += max(64, cap // 64)  # room for exact ties at the threshold before the dense fall-back
+        xhat_BCD = sparse_decode.decode(f_BF, params["W_dec"].reshape(F, C * D), cap, spec.matmul_dtype)
+        xhat_BCD = xhat_BCD.reshape(-1, C, D) + params["b_dec"]
+    else:
+        xhat_BCD = decode(params, f_BF, spec)
     x32_BCD = x_BCD.astype(jnp.float32)
     terms = {"recon": jnp.mean(jnp.sum(jnp.square(xhat_BCD - x32_BCD), axis=(1, 2)))}
     ctx = activations.PenaltyContext(pre_BF=pre_BF, f_BF=f_BF, x_BCD=x32_BCD, xhat_BCD=xhat_BCD, dn_F=dn_F,

@@ -93,7 +93,7 @@ def load_crosscoder(path: str | os.PathLike, matmul_dtype: str = "float32") -> C
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} has format {meta.get('format')!r}, this version reads {FORMAT!r}")
     tensors = load_file(str(path))
-    spec = dataclasses.replace(Spec(**json.loads(meta["spec"])), matmul_dtype=matmul_dtype)
+    spec = dataclasses.replace(Spec(**json.loads(meta["spec"])), matmul_dtype=matmul_dtype, sparse_decode=False)
     scales = np.asarray(json.loads(meta["scales"]), np.float64)
     params = crosscoder.unfold_scales({k: jnp.asarray(tensors[k]) for k in ("W_enc", "b_enc", "W_dec", "b_dec")},
                                       scales)

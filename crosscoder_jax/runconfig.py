@@ -21,7 +21,7 @@ from crosscoder_jax.store import Store
 # May differ between the run in a workdir and the command that resumes it.
 RUN_CONTROL = {"log_every", "save_every", "max_to_keep", "progress", "resume_anyway", "stop_after", "reader.prefetch",
                "distributed.coordinator", "distributed.num_processes", "distributed.process_id",
-               "mesh.data", "mesh.model"}
+               "mesh.data", "mesh.model", "sparse_decode"}
 
 
 class ConfigMismatch(ValueError):
@@ -38,7 +38,8 @@ def spec_from_config(config, n_checkpoints: int, d_model: int) -> Spec:
         aux_coeff=config.aux_coeff, k_aux=config.k_aux or None, dead_tokens=config.dead_tokens,
         threshold_beta=config.threshold_beta, threshold_start_step=config.threshold_start_step,
         bandwidth=config.bandwidth, init_threshold=config.init_threshold,
-        dec_init_norm=config.dec_init_norm or None, matmul_dtype=config.matmul_dtype)
+        dec_init_norm=config.dec_init_norm or None, matmul_dtype=config.matmul_dtype,
+        sparse_decode=config.sparse_decode and config.activation in ("topk", "batchtopk"))
 
 
 def resolve(config) -> ml_collections.ConfigDict:

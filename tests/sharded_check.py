@@ -1,5 +1,6 @@
 """Run by test_sharding.py in a subprocess with 8 fake CPU devices: the jitted train step on meshes
-1x1, 8x1, 4x2 and 1x8 (data x model) from the same init and batches; prints the relative
+1x1, 8x1, 4x2 and 1x8 (data x model) from the same init and batches ("batchtopk+sparse": with
+sparse decoding, against the dense one-device run); prints the relative
 difference of the parameters after 20 steps against one device, as JSON."""
 
 import json
@@ -18,7 +19,8 @@ def run(activation, mesh_shape, steps=20):
     c = get_config()
     c.dict_size, c.k, c.batch_size, c.steps, c.lr = 256, 4, 64, steps, 1e-2
     assert block_size(256, 4, 1) and block_size(256, 4 * 64, 64)  # the compacted top-k search runs sharded
-    c.activation, c.dead_tokens, c.threshold_start_step = activation, 128, 5
+    c.activation, c.dead_tokens, c.threshold_start_step = activation.split("+")[0], 128, 5
+    c.sparse_decode = activation.endswith("+sparse")
     c.matmul_dtype = "float32"  # the bound (1e-5) is for float32; bf16 rounds reduction-order noise up
     data, model = mesh_shape
     mesh = sharding.make_mesh(data, model, devices=jax.devices()[:data * model])
@@ -36,7 +38,7 @@ def main():
     assert len(jax.devices()) == 8, jax.devices()
     out = {}
     for activation in sys.argv[1:]:
-        ref_p, ref_s, ref_d = run(activation, (1, 1))
+        ref_p, ref_s, ref_d = run(activation.split("+")[0], (1, 1))
         for shape in ((8, 1), (4, 2), (1, 8)):
             p, s, d = run(activation, shape)
             rel = max(float(np.linalg.norm(p[k] - ref_p[k]) / max(np.linalg.norm(ref_p[k]), 1e-30)) for k in p)
