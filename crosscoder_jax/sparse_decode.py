@@ -9,7 +9,14 @@ Listing the entries avoids a `nonzero` over all B*F codes: blocks of s latents t
 entry are listed first (B*F/s flags), then the entries inside those blocks (at most cap*s slots).
 `cap`, a static bound on the number of entries, comes from k; exact ties at the top-k threshold can
 keep more, and then `decode` falls back to the dense matmul for that step, so results never
-depend on the bound.
+depend on the bound. The loops run over the entries found, not over `cap`.
+
+Gathers and scatters move C*D numbers per entry where the dense matmuls stream whole rows through
+the matrix units, so sparse only pays when few codes are nonzero: on the 2-core development CPU it
+ran 1.1-1.2x the dense step at a density k/F of 1/512 and 1/2048 (`benchmarks/README.md`).
+`MAX_DENSITY` = 1/256 caps where it is used; above that the dense matmul runs. Like the compacted
+top-k search it runs on a single device only (`select.single_device`): partitioned over several,
+its data-dependent gathers cost 9x the dense step (8 data-parallel devices).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import numpy as np
 from jax import lax
 
 from crosscoder_jax import matmul
+from crosscoder_jax.activations import select
 
 
 class Entries(NamedTuple):
@@ -57,11 +65,16 @@ def entries(f_BF: jax.Array, cap: int) -> Entries:
     return Entries(rows=flat // F, cols=flat % F, flat=flat, n=n, fits=(n <= cap) & (n_blocks <= cap))
 
 
+MAX_DENSITY = 1 / 256  # above this fraction of nonzero codes the dense decoder runs
 _CHUNK = 4096  # entries per loop step: gathered rows stay ~10-25 MB instead of k*B*C*D floats at once
 
 
 def _slice(a: jax.Array, i: jax.Array, n: int) -> jax.Array:
     return lax.dynamic_slice_in_dim(a, i * n, n)
+
+
+def _steps(n_entries: jax.Array, n: int) -> jax.Array:
+    return (n_entries + n - 1) // n
 
 
 def _gather_sum(vals: jax.Array, W_FK: jax.Array, e: Entries, B: int, dtype) -> jax.Array:
@@ -74,7 +87,7 @@ def _gather_sum(vals: jax.Array, W_FK: jax.Array, e: Entries, B: int, dtype) -> 
         upd = W_FK[_slice(e.cols, i, n)].astype(jnp.float32) * _slice(v, i, n)[:, None]
         return out_BK.at[_slice(e.rows, i, n)].add(upd, indices_are_sorted=True)
 
-    return lax.fori_loop(0, v.shape[0] // n, body, jnp.zeros((B, W_FK.shape[1]), jnp.float32))
+    return lax.fori_loop(0, _steps(e.n, n), body, jnp.zeros((B, W_FK.shape[1]), jnp.float32))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -102,7 +115,7 @@ def _sparse_bwd(B, dtype, res, g_BK):
         d_W = d_W.at[cols].add(_slice(v, i, n)[:, None] * g_nK.astype(jnp.float32))
         return lax.dynamic_update_slice_in_dim(d_vals, dv, i * n, 0), d_W
 
-    d_vals, d_W = lax.fori_loop(0, v.shape[0] // n, body,
+    d_vals, d_W = lax.fori_loop(0, _steps(e.n, n), body,
                                 (jnp.zeros(v.shape, jnp.float32), jnp.zeros(W_FK.shape, jnp.float32)))
     e_zero = jax.tree.map(lambda a: np.zeros(a.shape, jax.dtypes.float0), e)
     return d_vals.astype(vals.dtype), d_W.astype(W_FK.dtype), e_zero
@@ -113,10 +126,14 @@ _sparse_matmul.defvjp(_sparse_fwd, _sparse_bwd)
 
 def decode(f_BF: jax.Array, W_FK: jax.Array, cap: int, dtype: str = "float32") -> jax.Array:
     """`f @ W` [B, K] in float32 from at most `cap` nonzero entries of f [B, F] (W [F, K] read in
-    `dtype`), or the dense matmul when more are nonzero. Differentiable in f and W; the gradient
-    in f is returned at f's nonzero entries only (zero elsewhere), which is exact for top-k codes,
-    whose zeros pass no gradient to the pre-activations."""
+    `dtype`), or the dense matmul when more are nonzero, `cap` is above `MAX_DENSITY` of B*F, or
+    more than one device is present.
+    Differentiable in f and W; the gradient in f is returned at f's nonzero entries only (zero
+    elsewhere), which is exact for top-k codes, whose zeros pass no gradient to the pre-activations."""
     B, F = f_BF.shape
+    cap = min(cap, int(B * F * MAX_DENSITY))
+    if cap < 1 or not select.single_device():
+        return matmul.matmul("bf,fk->bk", f_BF, W_FK, dtype)
     if cap > _CHUNK:
         cap = -(-cap // _CHUNK) * _CHUNK
     e = entries(f_BF, cap)

@@ -1,6 +1,5 @@
 """Run by test_sharding.py in a subprocess with 8 fake CPU devices: the jitted train step on meshes
-1x1, 8x1, 4x2 and 1x8 (data x model) from the same init and batches ("batchtopk+sparse": with
-sparse decoding, against the dense one-device run); prints the relative
+1x1, 8x1, 4x2 and 1x8 (data x model) from the same init and batches; prints the relative
 difference of the parameters after 20 steps against one device, as JSON."""
 
 import json
@@ -11,16 +10,14 @@ import numpy as np
 
 from configs.crosscoder import get_config
 from crosscoder_jax import sharding
-from crosscoder_jax.activations.select import block_size
+from crosscoder_jax.activations.select import single_device
 from crosscoder_jax.train import build
 
 
 def run(activation, mesh_shape, steps=20):
     c = get_config()
-    c.dict_size, c.k, c.batch_size, c.steps, c.lr = 256, 4, 64, steps, 1e-2
-    assert block_size(256, 4, 1) and block_size(256, 4 * 64, 64)  # the compacted top-k search runs sharded
-    c.activation, c.dead_tokens, c.threshold_start_step = activation.split("+")[0], 128, 5
-    c.sparse_decode = activation.endswith("+sparse")
+    c.dict_size, c.k, c.batch_size, c.steps, c.lr = 64, 4, 64, steps, 1e-2
+    c.activation, c.dead_tokens, c.threshold_start_step = activation, 128, 5
     c.matmul_dtype = "float32"  # the bound (1e-5) is for float32; bf16 rounds reduction-order noise up
     data, model = mesh_shape
     mesh = sharding.make_mesh(data, model, devices=jax.devices()[:data * model])
@@ -36,9 +33,10 @@ def run(activation, mesh_shape, steps=20):
 
 def main():
     assert len(jax.devices()) == 8, jax.devices()
+    assert not single_device()  # so the sharded runs take the partitionable top-k and dense decoding
     out = {}
     for activation in sys.argv[1:]:
-        ref_p, ref_s, ref_d = run(activation.split("+")[0], (1, 1))
+        ref_p, ref_s, ref_d = run(activation, (1, 1))
         for shape in ((8, 1), (4, 2), (1, 8)):
             p, s, d = run(activation, shape)
             rel = max(float(np.linalg.norm(p[k] - ref_p[k]) / max(np.linalg.norm(ref_p[k]), 1e-30)) for k in p)

@@ -32,6 +32,7 @@ def test_entries_lists_every_nonzero_in_order():
 @pytest.mark.parametrize("chunk", [4096, 16])  # one loop step, or many
 def test_sparse_decode_matches_dense(dtype, slack, chunk, monkeypatch):
     monkeypatch.setattr(sparse_decode, "_CHUNK", chunk)
+    monkeypatch.setattr(sparse_decode, "MAX_DENSITY", 1.0)  # these small codes are 5% dense
     f, rng = _codes()
     W = jnp.asarray(rng.normal(size=(f.shape[1], 24)), jnp.float32)
     g = jnp.asarray(rng.normal(size=(f.shape[0], 24)), jnp.float32)
@@ -53,7 +54,8 @@ def test_sparse_decode_matches_dense(dtype, slack, chunk, monkeypatch):
 
 
 @pytest.mark.parametrize("activation", ["topk", "batchtopk"])
-def test_training_loss_and_gradients_equal_dense(activation):
+def test_training_loss_and_gradients_equal_dense(activation, monkeypatch):
+    monkeypatch.setattr(sparse_decode, "MAX_DENSITY", 1.0)
     C, D, F, B = 2, 16, 128, 32
     kw = dict(activation=activation, k=4, k_aux=8, dead_tokens=1)
     dense, sparse = cc.Spec(C, D, F, **kw), cc.Spec(C, D, F, sparse_decode=True, **kw)
@@ -69,6 +71,14 @@ def test_training_loss_and_gradients_equal_dense(activation):
     np.testing.assert_allclose(l1, l0, rtol=1e-5)
     for k in g0:
         np.testing.assert_allclose(g1[k], g0[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_dense_codes_take_the_dense_path():
+    """Above MAX_DENSITY the dense matmul runs: its code gradient is nonzero at zero codes too."""
+    f, rng = _codes(density=0.05)
+    W = jnp.asarray(rng.normal(size=(f.shape[1], 24)), jnp.float32)
+    df = jax.grad(lambda f: jnp.sum(sparse_decode.decode(f, W, f.size, "float32")))(f)
+    assert np.all(np.asarray(df)[np.asarray(f == 0)] != 0)
 
 
 def test_sparse_decode_needs_a_top_k_activation():
