@@ -48,9 +48,10 @@ class Spec:
       dec_init_norm: norm of every decoder row W_dec[i, c] at init; None: 0.08 for l1, else 1.0.
       matmul_dtype: operand dtype of the encoder/decoder matmuls ("float32" or "bfloat16");
         accumulation is always float32.
-      sparse_decode: topk/batchtopk training decodes from the kept entries only (gathers and a
-        scatter-add instead of three dense matmuls; `sparse_decode.py`). Same math; it pays when
-        F/k is large (benchmarks/README.md).
+      sparse_decode: topk/batchtopk training decodes from the kept entries only, the main
+        reconstruction and AuxK's (gathers and a scatter-add instead of three dense matmuls;
+        `sparse_decode.py`). Same math; used on one device where at most 1/256 of the codes are
+        nonzero, else the dense matmul runs (benchmarks/README.md).
     """
 
     n_checkpoints: int
@@ -125,10 +126,21 @@ def encoder_pre(params: Params, x_BCD: jax.Array, spec: Spec) -> jax.Array:
     return _matmul("bk,kf->bf", x_BCD.reshape(-1, C * D), params["W_enc"].reshape(C * D, F), spec) + params["b_enc"]
 
 
-def decode(params: Params, f_BF: jax.Array, spec: Spec, bias: bool = True) -> jax.Array:
-    """Reconstructions `xhat_c = f @ W_dec[:, c, :] + b_dec[c]`, float32 [B, C, D]."""
+def decode(params: Params, f_BF: jax.Array, spec: Spec, bias: bool = True, max_per_token: int | None = None) -> jax.Array:
+    """Reconstructions `xhat_c = f @ W_dec[:, c, :] + b_dec[c]`, float32 [B, C, D].
+
+    With `spec.sparse_decode` and codes from a top-k (at most about `max_per_token` nonzero per
+    token on average, zeros passing no gradient) it decodes from the nonzero entries only
+    (`sparse_decode.decode`, which itself falls back to the matmul where that is faster)."""
     F, C, D = params["W_dec"].shape
-    xhat_BCD = _matmul("bf,fk->bk", f_BF, params["W_dec"].reshape(F, C * D), spec).reshape(-1, C, D)
+    W_FK = params["W_dec"].reshape(F, C * D)
+    if spec.sparse_decode and max_per_token is not None:
+        cap = max_per_token * f_BF.shape[0]
+        cap += max(64, cap // 64)  # room for exact ties at the threshold before the dense fall-back
+        xhat_BK = sparse_decode.decode(f_BF, W_FK, cap, spec.matmul_dtype)
+    else:
+        xhat_BK = _matmul("bf,fk->bk", f_BF, W_FK, spec)
+    xhat_BCD = xhat_BK.reshape(-1, C, D)
     return xhat_BCD + params["b_dec"] if bias else xhat_BCD
 
 
@@ -162,14 +174,7 @@ def loss_fn(params: Params, act_state: Mapping[str, jax.Array], x_BCD: jax.Array
     pre_BF = encoder_pre(params, x_BCD, spec)
     dn_F = jnp.sum(decoder_norms(params), axis=-1)
     f_BF, act_update = act.train(pre_BF, params, act_state, spec, dn_F, step)
-    if spec.sparse_decode:
-        F, C, D = params["W_dec"].shape
-        cap = k_bound(spec) * f_BF.shape[0]
-        cap += max(64, cap // 64)  # room for exact ties at the threshold before the dense fall-back
-        xhat_BCD = sparse_decode.decode(f_BF, params["W_dec"].reshape(F, C * D), cap, spec.matmul_dtype)
-        xhat_BCD = xhat_BCD.reshape(-1, C, D) + params["b_dec"]
-    else:
-        xhat_BCD = decode(params, f_BF, spec)
+    xhat_BCD = decode(params, f_BF, spec, max_per_token=k_bound(spec))
     x32_BCD = x_BCD.astype(jnp.float32)
     terms = {"recon": jnp.mean(jnp.sum(jnp.square(xhat_BCD - x32_BCD), axis=(1, 2)))}
     ctx = activations.PenaltyContext(pre_BF=pre_BF, f_BF=f_BF, x_BCD=x32_BCD, xhat_BCD=xhat_BCD, dn_F=dn_F,

@@ -98,7 +98,7 @@ def auxk_loss(ctx: PenaltyContext) -> jax.Array:
         k_aux = jnp.minimum(spec.k_aux_resolved, n_dead)
         aux_f_BF = jnp.where(keep_top(cand_BF, k_aux, axis=-1, k_bound=spec.k_aux_resolved), relu_BF, 0.0)
         e_BCD = lax.stop_gradient(ctx.x_BCD - ctx.xhat_BCD)
-        ehat_BCD = decode(ctx.params, aux_f_BF, spec, bias=False)
+        ehat_BCD = decode(ctx.params, aux_f_BF, spec, bias=False, max_per_token=spec.k_aux_resolved)
         l2 = jnp.mean(jnp.sum(jnp.square(e_BCD - ehat_BCD), axis=(1, 2)))
         var = jnp.mean(jnp.sum(jnp.square(e_BCD - jnp.mean(e_BCD, axis=0, keepdims=True)), axis=(1, 2)))
         return jnp.where(var > 0, l2 / jnp.maximum(var, 1e-30), 0.0)
