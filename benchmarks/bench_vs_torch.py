@@ -12,8 +12,11 @@ is constant (no warm-up) on both sides so their first-step losses agree (the `lo
 column is a parity check). `torch.set_num_threads` = the core count.
 
 Per (activation, D): every variant (ours float32, ours bf16 operands, torch float32) is warmed up
-once, then they are timed in rotation, one step each, `steps` rounds; the median step time is
-reported. Everything is in one process, so load from other users hits all variants alike.
+once, then they are timed in rotation, `steps` rounds; in each round a variant runs `block`
+consecutive steps and the last `block - 1` are timed (the first re-warms memory the other variants
+used in between: stepping variants one step each, XLA's CPU runtime re-faulted its large
+temporaries every step, which never happens in a training run). The median step time is reported.
+Everything is in one process, so load from other users hits all variants alike.
 """
 
 from __future__ import annotations
@@ -97,6 +100,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--steps", type=int, default=2, help="timed rounds per variant (after one warm-up)")
+    ap.add_argument("--block", type=int, default=2, help="consecutive steps per variant and round; the first untimed")
     ap.add_argument("--activations", default="l1,batchtopk")
     a = ap.parse_args()
     import torch
@@ -115,9 +119,11 @@ def main() -> None:
             times = {n: [] for n in variants}
             for _ in range(a.steps):
                 for n, fn in variants.items():
-                    t = time.perf_counter()
                     fn()
-                    times[n].append(time.perf_counter() - t)
+                    for _ in range(a.block - 1):
+                        t = time.perf_counter()
+                        fn()
+                        times[n].append(time.perf_counter() - t)
             s = {n: float(np.median(v)) for n, v in times.items()}
             rel = abs(first["ours f32"] - first["torch f32"]) / abs(first["torch f32"])
             rows.append((act, D, s, rel))
@@ -125,8 +131,8 @@ def main() -> None:
                   flush=True)
             del variants, ours32, ours16, torch_step
     print(f"# {os.cpu_count()}-core {jax.devices()[0].platform}, jax {jax.__version__}, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads); C={a.C} F={a.F} batch={a.batch} k={a.k}; median of {a.steps} "
-          "alternating steps after warm-up; AuxK off on both sides")
+          f"({torch.get_num_threads()} threads); C={a.C} F={a.F} batch={a.batch} k={a.k}; {a.steps} rounds of "
+          f"{a.block} consecutive steps per variant, median of the last {a.block - 1} of each; AuxK off on both sides")
     print("| activation | D | torch f32 tok/s | ours f32 tok/s | ours bf16 tok/s | ours f32 / torch | "
           "ours bf16 / torch | loss rel diff (step 0) |")
     print("|---|---|---|---|---|---|---|---|")
