@@ -34,13 +34,12 @@ from crosscoder_jax.activations import select
 
 
 class Entries(NamedTuple):
-    """Up to `cap` nonzero code entries in row-major order: token rows [cap], latent cols [cap],
-    flat positions rows * F + cols [cap]; `n` the number found, `fits` whether n <= cap (slots past
-    n hold the last position, B * F - 1, and must be masked)."""
+    """Up to `cap` nonzero code entries in row-major order: token rows [cap], latent cols [cap];
+    `n` the number found, `fits` whether n <= cap (slots past n hold the last position, row B - 1
+    and col F - 1, and must be masked). No flat B*F index: it would overflow int32 at 2^31 codes."""
 
     rows: jax.Array
     cols: jax.Array
-    flat: jax.Array
     n: jax.Array
     fits: jax.Array
 
@@ -60,9 +59,11 @@ def entries(f_BF: jax.Array, cap: int) -> Entries:
     slots_Cs = nz_BF.reshape(B * (F // s), s)[blk] & (jnp.arange(cap) < n_blocks)[:, None]
     n = jnp.sum(slots_Cs, dtype=jnp.int32)
     pos, = jnp.nonzero(slots_Cs.reshape(-1), size=cap, fill_value=0)
-    flat = blk[pos // s] * s + pos % s
-    flat = jnp.where(jnp.arange(cap) < n, flat, B * F - 1)  # unused slots last, so rows stay sorted
-    return Entries(rows=flat // F, cols=flat % F, flat=flat, n=n, fits=(n <= cap) & (n_blocks <= cap))
+    blk_n = blk[pos // s]
+    used = jnp.arange(cap) < n
+    rows = jnp.where(used, blk_n // (F // s), B - 1)  # unused slots last, so rows stay sorted
+    cols = jnp.where(used, (blk_n % (F // s)) * s + pos % s, F - 1)
+    return Entries(rows=rows, cols=cols, n=n, fits=(n <= cap) & (n_blocks <= cap))
 
 
 MAX_DENSITY = 1 / 256  # above this fraction of nonzero codes the dense decoder runs
@@ -138,7 +139,7 @@ def decode(f_BF: jax.Array, W_FK: jax.Array, cap: int, dtype: str = "float32") -
         cap = -(-cap // _CHUNK) * _CHUNK
     e = entries(f_BF, cap)
     valid = jnp.arange(cap) < e.n
-    vals = jnp.where(valid, f_BF.reshape(-1)[e.flat], 0.0)
+    vals = jnp.where(valid, f_BF[e.rows, e.cols], 0.0)
 
     def sparse(_):
         return _sparse_matmul(vals, W_FK, e, B, jnp.dtype(dtype))

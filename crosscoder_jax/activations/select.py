@@ -84,6 +84,7 @@ def _compacted(bits: jax.Array, k: jax.Array, k_bound: int, s: int, per_row: boo
     # With fewer than k positive blocks lo is 0; then the positive blocks hold every positive entry.
     sel = M_RN >= jnp.maximum(lo, 1)[..., None] if per_row else M_RN >= jnp.maximum(lo, 1)
     cap = k_bound + max(64, k_bound // 16)  # room for ties among block maxima
+    cap = min(cap, n // s if per_row else R * (n // s))  # never more than all the blocks
     n_sel = jnp.sum(sel, axis=-1, dtype=jnp.int32) if per_row else jnp.sum(sel, dtype=jnp.int32)
     blocks = bits.reshape(R, n // s, s)
 
