@@ -7,6 +7,7 @@ import pytest
 
 from crosscoder_jax import activations, crosscoder as cc
 from crosscoder_jax.activations.base import k_at, keep_top, kth_largest
+from crosscoder_jax.activations import select
 from crosscoder_jax.activations.select import block_size
 from crosscoder_jax.activations.jumprelu import heaviside, jump
 
@@ -199,9 +200,10 @@ def _kth_ref(v, k):
 
 
 @pytest.mark.parametrize("case", ["normal", "sparse", "ties", "constant", "few_positive", "all_zero"])
-def test_compacted_kth_largest_matches_sort(case):
+def test_compacted_kth_largest_matches_sort(case, monkeypatch):
     """The block-compacted search (k_bound given) against np.sort, on the paths it can take:
     compacted, fewer positive blocks than k, and the fall-back when ties overflow its room."""
+    monkeypatch.setattr(select, "single_device", lambda: True)  # on even where devices are faked
     rng = np.random.default_rng(1)
     R, n = 24, 512
     v = np.maximum(rng.normal(size=(R, n)), 0) * rng.uniform(0.5, 2.0, size=n)

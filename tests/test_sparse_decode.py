@@ -8,6 +8,13 @@ import pytest
 
 from crosscoder_jax import crosscoder as cc
 from crosscoder_jax import matmul, sparse_decode
+from crosscoder_jax.activations import select
+
+
+@pytest.fixture(autouse=True)
+def _one_device(monkeypatch):
+    """The sparse path is single-device only; keep it on even where XLA_FLAGS fakes several devices."""
+    monkeypatch.setattr(select, "single_device", lambda: True)
 
 
 def _codes(B=16, F=256, density=0.05, seed=0):
