@@ -78,10 +78,14 @@ def _steps(n_entries: jax.Array, n: int) -> jax.Array:
     return (n_entries + n - 1) // n
 
 
+def _rounded(vals: jax.Array, dtype) -> jax.Array:
+    """vals rounded like the dense path's operands, so both compute the same products."""
+    return vals.astype(dtype).astype(jnp.float32)
+
+
 def _gather_sum(vals: jax.Array, W_FK: jax.Array, e: Entries, B: int, dtype) -> jax.Array:
     W_FK = W_FK.astype(dtype)
-    # vals rounded like the dense path's operands, so both compute the same products
-    v = vals.astype(dtype).astype(jnp.float32)
+    v = _rounded(vals, dtype)
     n = min(_CHUNK, v.shape[0])
 
     def body(i, out_BK):
@@ -105,7 +109,7 @@ def _sparse_bwd(B, dtype, res, g_BK):
     # entries' rows, accumulated in float32 (the dense path's weight gradient is float32 too).
     vals, W_FK, e = res
     Wc_FK, g_BK = W_FK.astype(dtype), g_BK.astype(dtype)
-    v = vals.astype(dtype).astype(jnp.float32)
+    v = _rounded(vals, dtype)
     n = min(_CHUNK, v.shape[0])
 
     def body(i, carry):
@@ -132,9 +136,13 @@ def decode(f_BF: jax.Array, W_FK: jax.Array, cap: int, dtype: str = "float32") -
     Differentiable in f and W; the gradient in f is returned at f's nonzero entries only (zero
     elsewhere), which is exact for top-k codes, whose zeros pass no gradient to the pre-activations."""
     B, F = f_BF.shape
+
+    def dense(_=None):
+        return matmul.matmul("bf,fk->bk", f_BF, W_FK, dtype)
+
     cap = min(cap, int(B * F * MAX_DENSITY))
     if cap < 1 or not select.single_device():
-        return matmul.matmul("bf,fk->bk", f_BF, W_FK, dtype)
+        return dense()
     if cap > _CHUNK:
         cap = -(-cap // _CHUNK) * _CHUNK
     e = entries(f_BF, cap)
@@ -143,8 +151,5 @@ def decode(f_BF: jax.Array, W_FK: jax.Array, cap: int, dtype: str = "float32") -
 
     def sparse(_):
         return _sparse_matmul(vals, W_FK, e, B, jnp.dtype(dtype))
-
-    def dense(_):
-        return matmul.matmul("bf,fk->bk", f_BF, W_FK, dtype)
 
     return lax.cond(e.fits, sparse, dense, None)
