@@ -35,15 +35,17 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from crosscoder_jax import attribution, crosscoder, grammar, grammar_pairs, models  # noqa: E402
-from crosscoder_jax.export import Crosscoder  # noqa: E402
+from crosscoder_jax import crosscoder, models  # noqa: E402
+from crosscoder_jax.analysis import attribution  # noqa: E402
+from crosscoder_jax.synthetic import pairs as grammar_pairs, vocab  # noqa: E402
+from crosscoder_jax.crosscoder.export import Crosscoder  # noqa: E402
 from crosscoder_jax.models import core  # noqa: E402
-from crosscoder_jax.tasks import Prompts, build_prompts, logit_diff  # noqa: E402
+from crosscoder_jax.data.tasks import Prompts, build_prompts, logit_diff  # noqa: E402
 
 PYTHIA_160M = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
                    vocab_size=50304, rotary_pct=0.25, use_parallel_residual=True, max_position_embeddings=2048)
 TINY = dict(hidden_size=96, num_hidden_layers=2, num_attention_heads=4, intermediate_size=384, rotary_pct=0.25,
-            max_position_embeddings=64, use_parallel_residual=True, vocab_size=len(grammar.VOCAB))
+            max_position_embeddings=64, use_parallel_residual=True, vocab_size=len(vocab.VOCAB))
 
 
 def make_cc(C: int, D: int, F: int, seed: int = 0) -> Crosscoder:
@@ -132,7 +134,7 @@ class Timed:
 
 
 def part2(a) -> dict:
-    tok = grammar.hf_tokenizer()
+    tok = vocab.hf_tokenizer()
     tasks = ["simple_agreement", "across_pp_attractor", "across_orc_attractor", "reflexive_agreement"]
     pairs = []
     for i, t in enumerate(tasks):

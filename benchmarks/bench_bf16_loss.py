@@ -20,9 +20,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from configs.crosscoder import get_config  # noqa: E402
-from crosscoder_jax import planted  # noqa: E402
-from crosscoder_jax.export import load_crosscoder  # noqa: E402
-from crosscoder_jax.train import train  # noqa: E402
+from crosscoder_jax.data import planted_store  # noqa: E402
+from crosscoder_jax.synthetic import planted  # noqa: E402
+from crosscoder_jax.crosscoder.export import load_crosscoder  # noqa: E402
+from crosscoder_jax.training.train import train  # noqa: E402
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def main() -> None:
     a = ap.parse_args()
     feats = planted.make_features(n_features=100, n_checkpoints=3, d_model=64, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
-        planted.write_store(Path(tmp) / "s", feats, n_tokens=2**16, chunk_size=4096)
+        planted_store.write_store(Path(tmp) / "s", feats, n_tokens=2**16, chunk_size=4096)
         logs, scores = {}, {}
         for dtype in ("float32", "bfloat16"):
             c = get_config()

@@ -26,7 +26,9 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from crosscoder_jax import harvest, models, sharding  # noqa: E402
+from crosscoder_jax import models  # noqa: E402
+from crosscoder_jax.data import harvest  # noqa: E402
+from crosscoder_jax.runtime.devices import data_mesh  # noqa: E402
 
 PYTHIA_160M = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
                    vocab_size=50304, rotary_pct=0.25, use_parallel_residual=True, max_position_embeddings=2048)
@@ -55,7 +57,7 @@ def main() -> None:
     ids = np.random.RandomState(0).randint(0, PYTHIA_160M["vocab_size"], (a.batch, a.seq)).astype(np.int32)
     ids_t = torch.as_tensor(ids, dtype=torch.long)
 
-    residual = harvest.make_residual_fn(sharding.make_mesh(-1, 1), L)
+    residual = harvest.make_residual_fn(data_mesh(), L)
 
     def ours():
         return np.asarray(residual(lm, ids), np.float32)

@@ -22,10 +22,10 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from benchmarks.common import shape_args  # noqa: E402
 from configs.crosscoder import get_config  # noqa: E402
-from crosscoder_jax import sharding  # noqa: E402
-from crosscoder_jax.store import Store, create_store  # noqa: E402
-from crosscoder_jax.store_reader import StoreReader  # noqa: E402
-from crosscoder_jax.train import build  # noqa: E402
+from crosscoder_jax.training import sharding  # noqa: E402
+from crosscoder_jax.data.store import Store, create_store  # noqa: E402
+from crosscoder_jax.data.reader import StoreReader  # noqa: E402
+from crosscoder_jax.training.train import build  # noqa: E402
 
 
 def reader_rate(store, batch, prefetch, n_batches):

@@ -32,8 +32,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from configs.crosscoder import get_config  # noqa: E402
-from crosscoder_jax import sharding  # noqa: E402
-from crosscoder_jax.train import build  # noqa: E402
+from crosscoder_jax.training import sharding  # noqa: E402
+from crosscoder_jax.training.train import build  # noqa: E402
 
 
 def variant(activation, C, D, F, batch, k, data, model, x_np):

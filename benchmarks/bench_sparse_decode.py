@@ -25,8 +25,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from benchmarks.common import shape_args  # noqa: E402
 from configs.crosscoder import get_config  # noqa: E402
-from crosscoder_jax import sharding  # noqa: E402
-from crosscoder_jax.train import build  # noqa: E402
+from crosscoder_jax.training import sharding  # noqa: E402
+from crosscoder_jax.training.train import build  # noqa: E402
 
 
 def make_step(activation: str, C: int, D: int, F: int, batch: int, k: int, sparse: bool, x_np: np.ndarray):

@@ -31,8 +31,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from configs.crosscoder import get_config  # noqa: E402
-from crosscoder_jax import sharding  # noqa: E402
-from crosscoder_jax.train import build  # noqa: E402
+from crosscoder_jax.training import sharding  # noqa: E402
+from crosscoder_jax.training.train import build  # noqa: E402
 
 
 def ours(activation: str, C: int, D: int, F: int, batch: int, k: int, matmul_dtype: str, x_np: np.ndarray):

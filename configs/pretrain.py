@@ -1,9 +1,9 @@
-"""Tiny GPT-NeoX pretraining on the synthetic agreement language (`crosscoder_jax.pretrain`).
+"""Tiny GPT-NeoX pretraining on the synthetic agreement language (`crosscoder_jax.training.pretrain`).
 
     python -m launch.pretrain --config=configs/pretrain.py --config.workdir=/tmp/pretrain
 
 About 1 minute (2,000 steps, ~40k tokens/s) on a 2-core CPU.
-Output layout: see `crosscoder_jax/pretrain.py`.
+Output layout: see `crosscoder_jax/training/pretrain.py`.
 """
 
 import ml_collections
@@ -33,7 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
         hidden_size=96, num_hidden_layers=2, num_attention_heads=4, intermediate_size=384,
         rotary_pct=0.25, max_position_embeddings=64, use_parallel_residual=True,
     ))
-    # crosscoder_jax.grammar.GrammarConfig fields. Attractor sentences are rare (10%) so that the
+    # crosscoder_jax.synthetic.grammar.GrammarConfig fields. Attractor sentences are rare (10%) so that the
     # model first learns "agree with the nearest noun" (attractor tasks fall below chance) and only
     # later agreement with the subject (the jump), as Pythia does on BLiMP's distractor tasks.
     c.grammar = ml_collections.ConfigDict(dict(

@@ -15,6 +15,12 @@ from typing import Any, Callable, Sequence
 import ml_collections
 import numpy as np
 
+from crosscoder_jax import analysis, report
+from crosscoder_jax.analysis import evaluate
+from crosscoder_jax.crosscoder import load_crosscoder
+from crosscoder_jax.data import harvest, tasks
+from crosscoder_jax.training import pretrain, train
+
 
 def choose_checkpoints(names: Sequence[str], accuracy: Sequence[float], dip_margin: float = 0.05,
                        reached: float = 0.9) -> list[str]:
@@ -37,9 +43,6 @@ def choose_checkpoints(names: Sequence[str], accuracy: Sequence[float], dip_marg
 def load_run(workdir: str | Path, model_dtype: str = "float32", store: str | Path | None = None):
     """A trained crosscoder and the checkpoints it was trained on: (models, tokenizer, store meta,
     crosscoder), from a training workdir (its config.json names the store unless `store` is given)."""
-    from crosscoder_jax import harvest
-    from crosscoder_jax.export import load_crosscoder
-
     workdir = Path(workdir)
     store = store or json.loads((workdir / "config.json").read_text())["activations"]
     lms, tok, meta = harvest.series_from_store(store, model_dtype)
@@ -82,8 +85,6 @@ def _copy(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def run_demo(config) -> dict[str, Any]:
     """Runs (or resumes) the whole demo; returns the stage record."""
-    from crosscoder_jax import analysis, evaluate, harvest, pretrain, tasks, train
-
     work = Path(config.workdir)
     work.mkdir(parents=True, exist_ok=True)
     stages = Stages(work)
@@ -151,14 +152,14 @@ def run_demo(config) -> dict[str, Any]:
         ac = config.attribute
         out = {}
         for task_file in sorted((pre_dir / "tasks").glob("*.jsonl")):
-            prompts, report = tasks.load_task(task_file, tok, limit=ac.limit or None)
+            prompts, kept = tasks.load_task(task_file, tok, limit=ac.limit or None)
             validate = ac.validate_top if task_file.stem == config.selection_task else 0
             res = analysis.analyze_task(lms, meta["checkpoints"], cc, prompts, meta["layer"], method=ac.method,
                                         steps=ac.steps, patch=ac.patch, eps_patch=ac.eps_patch,
                                         threshold=ac.threshold, reduce=ac.reduce, top=ac.top,
                                         drop_bos=meta["drop_bos"], batch_size=ac.batch_size,
                                         validate_top=validate, show_progress=config.progress)
-            res["summary"]["pairs"] = {k: v for k, v in report.items() if k != "kept_index"}
+            res["summary"]["pairs"] = {k: v for k, v in kept.items() if k != "kept_index"}
             analysis.write_outputs(res, work / "attribution", task_file.stem)
             out[task_file.stem] = {"latents": len(res["rows"]), "classes": res["summary"].get("classes"),
                                    "ablation": res["summary"].get("ablation"),
@@ -167,15 +168,7 @@ def run_demo(config) -> dict[str, Any]:
 
     stages.run("attribute", do_attribute)
 
-    def do_report():
-        from crosscoder_jax import report
-        return report.write_report(work, work / "report")
-
-    try:
-        import crosscoder_jax.report  # noqa: F401
-        stages.run("report", do_report)
-    except ImportError:
-        print("[demo] report: crosscoder_jax.report is not available in this version")
+    stages.run("report", lambda: report.write_report(work, work / "report"))
     total = sum(s.get("seconds", 0) for s in stages.state["stages"].values())
     stages.set("total_seconds", total)
     return stages.state

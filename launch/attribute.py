@@ -20,8 +20,8 @@ def main(argv):
     _logs.quiet()
     from crosscoder_jax import analysis
     from crosscoder_jax.pipeline import load_run
-    from crosscoder_jax.tasks import load_task
-    from crosscoder_jax.token_sources import expand_paths
+    from crosscoder_jax.data.tasks import load_task
+    from crosscoder_jax.data.token_sources import expand_paths
 
     c = _CONFIG.value
     workdir = Path(c.workdir)

@@ -16,7 +16,7 @@ def main(argv):
     _logs.quiet()
     import jax.numpy as jnp
 
-    from crosscoder_jax import harvest, tasks, token_sources
+    from crosscoder_jax.data import harvest, tasks, token_sources
 
     c = _CONFIG.value
     ckpts = harvest.parse_checkpoints(c.checkpoints, c.model)

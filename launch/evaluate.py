@@ -17,7 +17,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/evaluate.py", "eval
 def main(argv):
     del argv
     _logs.quiet()
-    from crosscoder_jax import evaluate
+    from crosscoder_jax.analysis import evaluate
     from crosscoder_jax.pipeline import load_run
 
     c = _CONFIG.value

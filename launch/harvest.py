@@ -15,7 +15,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/harvest.py", "harve
 def main(argv):
     del argv
     _logs.quiet()
-    from crosscoder_jax.harvest import harvest
+    from crosscoder_jax.data.harvest import harvest
     print(f"store: {harvest(_CONFIG.value)}")
 
 

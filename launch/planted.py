@@ -14,7 +14,8 @@ from absl import app, flags
 
 from launch import _logs
 
-from crosscoder_jax import planted
+from crosscoder_jax.data import planted_store
+from crosscoder_jax.synthetic import planted
 
 _OUT = flags.DEFINE_string("out", "runs/planted/store", "store directory to write")
 _TOKENS = flags.DEFINE_integer("n_tokens", 2**17, "tokens in the store")
@@ -31,10 +32,10 @@ def main(argv):
     feats = planted.make_features(_FEATURES.value, _CKPTS.value, _DMODEL.value, seed=_SEED.value)
     out = Path(_OUT.value)
     if not (out / "store.json").exists():
-        planted.write_store(out, feats, _TOKENS.value, seed=_SEED.value)
+        planted_store.write_store(out, feats, _TOKENS.value, seed=_SEED.value)
         print(f"wrote {_TOKENS.value} tokens x {_CKPTS.value} checkpoints x {_DMODEL.value} to {out}")
     if _SCORE.value:
-        from crosscoder_jax.export import load_crosscoder
+        from crosscoder_jax.crosscoder.export import load_crosscoder
         cc = load_crosscoder(Path(_SCORE.value) / "crosscoder.safetensors")
         r = planted.score(np.asarray(cc.folded()["W_dec"]), np.asarray(cc.params["W_dec"]), feats)
         report = {"recovered": r.recovered, "pattern_correct": r.pattern_correct, "per_lifecycle": r.per_lifecycle}

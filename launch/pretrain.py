@@ -2,7 +2,7 @@
 
     python -m launch.pretrain --config=configs/pretrain.py --config.workdir=/tmp/pretrain
 
-Rerunning the same command resumes from `<workdir>/orbax`. Outputs: see crosscoder_jax/pretrain.py.
+Rerunning the same command resumes from `<workdir>/orbax`. Outputs: see crosscoder_jax/training/pretrain.py.
 """
 
 from absl import app
@@ -10,7 +10,7 @@ from ml_collections import config_flags
 
 from launch import _logs
 
-from crosscoder_jax import pretrain
+from crosscoder_jax.training import pretrain
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/pretrain.py",
                                           "pretraining config (configs/pretrain.py)")

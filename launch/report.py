@@ -1,4 +1,4 @@
-"""One self-contained HTML report of a run (see crosscoder_jax/report.py).
+"""One self-contained HTML report of a run (see crosscoder_jax/report/build.py).
 
   python -m launch.report --config=configs/report.py --config.demo=runs/demo
   python -m launch.report --config=configs/report.py --config.crosscoder=runs/my_run \

@@ -18,10 +18,10 @@ def main(argv):
     _logs.quiet()
     config = _CONFIG.value
     if config.distributed.coordinator:
-        from crosscoder_jax.sharding import initialize_distributed
+        from crosscoder_jax.runtime.devices import initialize_distributed
         initialize_distributed(config.distributed.coordinator, config.distributed.num_processes,
                                config.distributed.process_id)
-    from crosscoder_jax.train import train
+    from crosscoder_jax.training.train import train
     metrics = train(config)
     print({k: metrics[k] for k in ("loss", "l0", "fvu", "dead_frac") if k in metrics})
 

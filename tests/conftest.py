@@ -12,11 +12,12 @@ SHARED = ROOT.parent / "shared"
 
 @pytest.fixture(scope="session")
 def planted_setup(tmp_path_factory):
-    from crosscoder_jax import planted
+    from crosscoder_jax.data import planted_store
+    from crosscoder_jax.synthetic import planted
 
     feats = planted.make_features(n_features=40, n_checkpoints=3, d_model=16, seed=0)
     path = tmp_path_factory.mktemp("planted") / "store"
-    planted.write_store(path, feats, n_tokens=4096, chunk_size=256)
+    planted_store.write_store(path, feats, n_tokens=4096, chunk_size=256)
     return path, feats
 
 

@@ -9,9 +9,9 @@ import jax
 import numpy as np
 
 from configs.crosscoder import get_config
-from crosscoder_jax import sharding
-from crosscoder_jax.activations.select import single_device
-from crosscoder_jax.train import build
+from crosscoder_jax.training import sharding
+from crosscoder_jax.crosscoder.activations.select import single_device
+from crosscoder_jax.training.train import build
 
 
 def run(activation, mesh_shape, steps=20):

@@ -3,9 +3,9 @@
 import pytest
 
 from configs import bloom_1b1, olmo_1b, pythia_1b
-from crosscoder_jax.harvest import parse_checkpoints
+from crosscoder_jax.data.harvest import parse_checkpoints
 from crosscoder_jax.pipeline import choose_checkpoints
-from crosscoder_jax.runconfig import spec_from_config
+from crosscoder_jax.training.runconfig import spec_from_config
 
 
 @pytest.mark.parametrize("module,layer,n", [(pythia_1b, 8, 3), (olmo_1b, 8, 3), (bloom_1b1, 12, 3)])

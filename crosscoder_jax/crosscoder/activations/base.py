@@ -1,0 +1,107 @@
+"""The interface every activation function implements, and the pieces several of them share."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from crosscoder_jax.crosscoder.activations.select import keep_top, kth_largest  # noqa: F401 (re-exported)
+
+if TYPE_CHECKING:  # for annotations only: spec.py imports this package to check activation names
+    from crosscoder_jax.crosscoder.spec import Spec
+
+
+class PenaltyContext(NamedTuple):
+    """What a loss term may look at: pre-activations and codes [B, F], the normalised batch and
+    its reconstruction [B, C, D], summed decoder norms dn [F], the dead-latent mask [F], the step,
+    and the crosscoder's decoder `decode(f_BF, bias=..., max_per_token=...) -> [B, C, D]` (passed
+    in, so that activation functions need not import the crosscoder that imports them)."""
+
+    pre_BF: jax.Array
+    f_BF: jax.Array
+    x_BCD: jax.Array
+    xhat_BCD: jax.Array
+    dn_F: jax.Array
+    dead_F: jax.Array
+    step: jax.Array
+    params: Mapping[str, jax.Array]
+    spec: "Spec"
+    decode: Callable[..., jax.Array]
+
+
+class Activation:
+    """Defaults: no extra parameters or state, ReLU codes, no loss terms, nothing extra exported."""
+
+    def init_params(self, spec: "Spec") -> dict[str, jax.Array]:
+        return {}
+
+    def init_state(self, spec: "Spec") -> dict[str, jax.Array]:
+        return {}
+
+    def train(self, pre_BF: jax.Array, params: Mapping[str, jax.Array], state: Mapping[str, jax.Array],
+              spec: "Spec", dn_F: jax.Array, step: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Training-mode codes f [B, F] and what `update_state` needs."""
+        return jax.nn.relu(pre_BF), {}
+
+    def infer(self, pre_BF: jax.Array, params: Mapping[str, jax.Array], state: Mapping[str, jax.Array],
+              spec: "Spec", dn_F: jax.Array) -> jax.Array:
+        """Inference-mode codes f [B, F]."""
+        return jax.nn.relu(pre_BF)
+
+    def penalties(self, ctx: PenaltyContext) -> dict[str, jax.Array]:
+        return {}
+
+    def update_state(self, state: Mapping[str, jax.Array], update: Mapping[str, jax.Array], spec: "Spec",
+                     step: jax.Array) -> dict[str, jax.Array]:
+        return dict(state)
+
+    def export(self, params: Mapping[str, jax.Array], state: Mapping[str, jax.Array], spec: "Spec",
+               dn_F: jax.Array) -> dict[str, Any]:
+        """Extra tensors for `crosscoder.safetensors` (e.g. a per-latent threshold [F] on the
+        pre-activation, which folding the input scales leaves unchanged)."""
+        return {}
+
+
+def ramp(step: jax.Array, length: int) -> jax.Array:
+    """0 -> 1 linearly over `length` steps (1 at once when length <= 0)."""
+    if length <= 0:
+        return jnp.float32(1.0)
+    return jnp.clip(step.astype(jnp.float32) / length, 0.0, 1.0)
+
+
+def k_at(spec: "Spec", step: jax.Array) -> jax.Array:
+    """The (possibly annealed) k at `step`, int32: linear from k_start to k over k_anneal_steps."""
+    if spec.k_start is None or spec.k_anneal_steps <= 0:
+        return jnp.int32(spec.k)
+    k = spec.k_start + (spec.k - spec.k_start) * ramp(step, spec.k_anneal_steps)
+    return jnp.round(k).astype(jnp.int32)
+
+
+def k_bound(spec: "Spec") -> int:
+    """A static upper bound on `k_at(spec, step)` over all steps."""
+    return max(spec.k, spec.k_start or 0)
+
+
+def auxk_loss(ctx: PenaltyContext) -> jax.Array:
+    """AuxK (Gao et al. 2024): the top `k_aux` dead latents of each token reconstruct the residual
+    `x - xhat` (gradient stopped; the paper's reference code used `xhat - x`, a sign bug), without
+    decoder bias, normalised by the residual's variance `mean_b sum ||e - mean_b e||^2`.
+    0 when no latent is dead."""
+    spec = ctx.spec
+    n_dead = jnp.sum(ctx.dead_F, dtype=jnp.int32)
+
+    def with_dead(_):
+        relu_BF = jax.nn.relu(ctx.pre_BF)
+        cand_BF = jnp.where(ctx.dead_F[None, :], relu_BF, 0.0)
+        k_aux = jnp.minimum(spec.k_aux_resolved, n_dead)
+        aux_f_BF = jnp.where(keep_top(cand_BF, k_aux, axis=-1, k_bound=spec.k_aux_resolved), relu_BF, 0.0)
+        e_BCD = lax.stop_gradient(ctx.x_BCD - ctx.xhat_BCD)
+        ehat_BCD = ctx.decode(aux_f_BF, bias=False, max_per_token=spec.k_aux_resolved)
+        l2 = jnp.mean(jnp.sum(jnp.square(e_BCD - ehat_BCD), axis=(1, 2)))
+        var = jnp.mean(jnp.sum(jnp.square(e_BCD - jnp.mean(e_BCD, axis=0, keepdims=True)), axis=(1, 2)))
+        return jnp.where(var > 0, l2 / jnp.maximum(var, 1e-30), 0.0)
+
+    return lax.cond(n_dead > 0, with_dead, lambda _: jnp.float32(0.0), None)

@@ -1,0 +1,50 @@
+"""BatchTopK (Bussmann et al. 2024; Minder et al. 2025's crosscoders): keep the k*B largest scores
+`v = relu(pre_i) * sum_c ||W_dec[i, c]||` over the whole batch. At inference a threshold theta on v
+replaces the batch top-k: an EMA (beta 0.999) of the smallest kept score, started after
+`threshold_start_step` steps. AuxK on dead latents."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from crosscoder_jax.crosscoder.activations.base import Activation, PenaltyContext, auxk_loss, k_at, k_bound, keep_top
+
+
+class BatchTopK(Activation):
+    def init_state(self, spec):
+        return {"threshold": jnp.float32(-1.0)}  # < 0: not estimated yet
+
+    def train(self, pre_BF, params, state, spec, dn_F, step):
+        relu_BF = jax.nn.relu(pre_BF)
+        v_BF = relu_BF * dn_F
+        keep_BF = keep_top(v_BF, k_at(spec, step) * pre_BF.shape[0], axis=None,
+                           k_bound=k_bound(spec) * pre_BF.shape[0])
+        min_kept = jnp.min(jnp.where(keep_BF, v_BF, jnp.inf))
+        min_kept = jnp.where(jnp.isfinite(min_kept), min_kept, 0.0)
+        return jnp.where(keep_BF, relu_BF, 0.0), {"min_kept": lax.stop_gradient(min_kept)}
+
+    def infer(self, pre_BF, params, state, spec, dn_F):
+        relu_BF = jax.nn.relu(pre_BF)
+        v_BF = relu_BF * dn_F
+        theta = state["threshold"]
+        # Before any threshold exists, fall back to the batch top-k with the final k.
+        keep_BF = lax.cond(theta >= 0, lambda: v_BF > theta,
+                           lambda: keep_top(v_BF, spec.k * pre_BF.shape[0], axis=None,
+                                            k_bound=spec.k * pre_BF.shape[0]))
+        return jnp.where(keep_BF, relu_BF, 0.0)
+
+    def penalties(self, ctx: PenaltyContext) -> dict:
+        return {"auxk": ctx.spec.aux_coeff * auxk_loss(ctx)}
+
+    def update_state(self, state, update, spec, step):
+        theta, m = state["threshold"], update["min_kept"]
+        ema = jnp.where(theta < 0, m, spec.threshold_beta * theta + (1 - spec.threshold_beta) * m)
+        return {"threshold": jnp.where(step >= spec.threshold_start_step, ema, theta)}
+
+    def export(self, params, state, spec, dn_F):
+        # v > theta  <=>  relu(pre_i) > theta / dn_i: a per-latent threshold on the pre-activation,
+        # which folding the input scales into the weights leaves unchanged.
+        theta = state["threshold"]
+        return {"threshold": jnp.where(theta >= 0, theta / jnp.maximum(dn_F, 1e-30), 0.0)}

@@ -1,0 +1,135 @@
+"""The sparse crosscoder: parameters, encode/decode, training loss and input-scaling folds.
+
+Shapes (PAPER.md section 2): C checkpoints, D hidden size, F latents, B tokens.
+`W_enc [C, D, F]`, `b_enc [F]`, `W_dec [F, C, D]`, `b_dec [C, D]`; one code `f [B, F]` shared by all
+checkpoints, one decoder slice per checkpoint. C = 1 is a plain SAE.
+
+Everything here is a pure function over a params dict; the activation function (l1, topk,
+batchtopk, jumprelu, ...) is looked up in `activations` by `Spec.activation`.
+Training runs in normalised space (each checkpoint scaled by `s_c = sqrt(D) / E||a_c||`);
+`fold_scales` moves the scales into the weights so the exported crosscoder reads raw activations.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from crosscoder_jax.crosscoder import activations, matmul, sparse_decode
+from crosscoder_jax.crosscoder.activations.base import k_bound
+from crosscoder_jax.crosscoder.spec import Spec
+
+Params = dict[str, jax.Array]
+
+
+def init_params(spec: Spec, key: jax.Array) -> Params:
+    """The paper's init: W_dec ~ N(0, 1) with every row W_dec[i, c] rescaled to `dec_init_norm`,
+    W_enc[c] = W_dec[:, c, :].T, zero biases, plus the activation function's own parameters."""
+    C, D, F = spec.n_checkpoints, spec.d_model, spec.dict_size
+    W_dec_FCD = jax.random.normal(key, (F, C, D), jnp.float32)
+    W_dec_FCD = W_dec_FCD * (spec.dec_init_norm_resolved / jnp.linalg.norm(W_dec_FCD, axis=-1, keepdims=True))
+    params = {
+        "W_enc": jnp.transpose(W_dec_FCD, (1, 2, 0)),
+        "b_enc": jnp.zeros((F,), jnp.float32),
+        "W_dec": W_dec_FCD,
+        "b_dec": jnp.zeros((C, D), jnp.float32),
+    }
+    params.update(activations.get(spec.activation).init_params(spec))
+    return params
+
+
+def _matmul(subscripts: str, x: jax.Array, y: jax.Array, spec: Spec) -> jax.Array:
+    return matmul.matmul(subscripts, x, y, spec.matmul_dtype)
+
+
+def encoder_pre(params: Params, x_BCD: jax.Array, spec: Spec) -> jax.Array:
+    """Pre-activations `sum_c x_c @ W_enc[c] + b_enc`, float32 [B, F] (one [B, C*D] @ [C*D, F] matmul)."""
+    C, D, F = params["W_enc"].shape
+    return _matmul("bk,kf->bf", x_BCD.reshape(-1, C * D), params["W_enc"].reshape(C * D, F), spec) + params["b_enc"]
+
+
+def decode(params: Params, f_BF: jax.Array, spec: Spec, bias: bool = True, max_per_token: int | None = None) -> jax.Array:
+    """Reconstructions `xhat_c = f @ W_dec[:, c, :] + b_dec[c]`, float32 [B, C, D].
+
+    With `spec.sparse_decode` and codes from a top-k (at most about `max_per_token` nonzero per
+    token on average, zeros passing no gradient) it decodes from the nonzero entries only
+    (`sparse_decode.decode`, which itself falls back to the matmul where that is faster)."""
+    F, C, D = params["W_dec"].shape
+    W_FK = params["W_dec"].reshape(F, C * D)
+    if spec.sparse_decode and max_per_token is not None:
+        cap = max_per_token * f_BF.shape[0]
+        cap += max(64, cap // 64)  # room for exact ties at the threshold before the dense fall-back
+        xhat_BK = sparse_decode.decode(f_BF, W_FK, cap, spec.matmul_dtype)
+    else:
+        xhat_BK = _matmul("bf,fk->bk", f_BF, W_FK, spec)
+    xhat_BCD = xhat_BK.reshape(-1, C, D)
+    return xhat_BCD + params["b_dec"] if bias else xhat_BCD
+
+
+def decoder_norms(params: Params) -> jax.Array:
+    """Per-latent, per-checkpoint decoder norms `||W_dec[i, c]||`, [F, C]."""
+    return jnp.sqrt(jnp.sum(jnp.square(params["W_dec"].astype(jnp.float32)), axis=-1))
+
+
+def encode(params: Params, x_BCD: jax.Array, spec: Spec, act_state: Mapping[str, jax.Array]) -> jax.Array:
+    """Inference-mode codes f [B, F] (batchtopk and jumprelu use their thresholds, not a batch top-k)."""
+    pre_BF = encoder_pre(params, x_BCD, spec)
+    dn_F = jnp.sum(decoder_norms(params), axis=-1)
+    return activations.get(spec.activation).infer(pre_BF, params, act_state, spec, dn_F)
+
+
+def reconstruct(params: Params, x_BCD: jax.Array, spec: Spec, act_state: Mapping[str, jax.Array]) -> jax.Array:
+    """Inference-mode reconstruction xhat [B, C, D]."""
+    return decode(params, encode(params, x_BCD, spec, act_state), spec)
+
+
+def loss_fn(params: Params, act_state: Mapping[str, jax.Array], x_BCD: jax.Array, spec: Spec,
+            step: jax.Array, dead_F: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
+    """Training loss on a normalised batch x [B, C, D].
+
+    loss = mean_b sum_c ||xhat_c - x_c||^2 + the activation function's terms (L1 or L0 penalty,
+    AuxK). Returns (loss, aux) with aux["terms"] (each loss term), aux["f_BF"], aux["xhat_BCD"] and
+    aux["act_update"] (what the activation function needs to update its state, e.g. the batchtopk
+    threshold candidate).
+    """
+    act = activations.get(spec.activation)
+    pre_BF = encoder_pre(params, x_BCD, spec)
+    dn_F = jnp.sum(decoder_norms(params), axis=-1)
+    f_BF, act_update = act.train(pre_BF, params, act_state, spec, dn_F, step)
+    xhat_BCD = decode(params, f_BF, spec, max_per_token=k_bound(spec))
+    x32_BCD = x_BCD.astype(jnp.float32)
+    terms = {"recon": jnp.mean(jnp.sum(jnp.square(xhat_BCD - x32_BCD), axis=(1, 2)))}
+    ctx = activations.PenaltyContext(pre_BF=pre_BF, f_BF=f_BF, x_BCD=x32_BCD, xhat_BCD=xhat_BCD, dn_F=dn_F,
+                                     dead_F=dead_F, step=step, params=params, spec=spec,
+                                     decode=functools.partial(decode, params, spec=spec))
+    terms.update(act.penalties(ctx))
+    loss = sum(terms.values())
+    return loss, {"terms": terms, "f_BF": f_BF, "xhat_BCD": xhat_BCD, "act_update": act_update}
+
+
+def fvu(x_BCD: jax.Array, xhat_BCD: jax.Array) -> jax.Array:
+    """Fraction of variance unexplained per checkpoint, [C]:
+    `sum_b ||x_c - xhat_c||^2 / sum_b ||x_c - mean_b x_c||^2`."""
+    x_BCD = x_BCD.astype(jnp.float32)
+    err_C = jnp.sum(jnp.square(x_BCD - xhat_BCD), axis=(0, 2))
+    var_C = jnp.sum(jnp.square(x_BCD - jnp.mean(x_BCD, axis=0, keepdims=True)), axis=(0, 2))
+    return err_C / jnp.maximum(var_C, 1e-30)
+
+
+def fold_scales(params: Params, scales_C: jax.Array) -> Params:
+    """Moves the input scaling into the weights: the result reads raw activations.
+    `W_enc[c] *= s_c`, `W_dec[:, c] /= s_c`, `b_dec[c] /= s_c`."""
+    s_C = jnp.asarray(scales_C, jnp.float32)
+    out = dict(params)
+    out["W_enc"] = params["W_enc"] * s_C[:, None, None]
+    out["W_dec"] = params["W_dec"] / s_C[None, :, None]
+    out["b_dec"] = params["b_dec"] / s_C[:, None]
+    return out
+
+
+def unfold_scales(params: Params, scales_C: jax.Array) -> Params:
+    """Inverse of `fold_scales`: back to the normalised space the crosscoder was trained in."""
+    return fold_scales(params, 1.0 / jnp.asarray(scales_C, jnp.float32))

@@ -1,0 +1,181 @@
+"""Streaming reader of an activation store: whole chunks in random order, a mixing window, prefetch.
+
+The stream is a pure function of (seed, number of reader shards, window size, batch size), so a
+run resumes from an integer position (batches consumed) and gives the same batches as a run that
+never stopped. Each reader shard s of S owns the chunks `perm_epoch[s::S]`; it reads `window_chunks`
+of them at a time (whole chunks, concurrently), shuffles their rows together, and cuts sub-batches
+of B / S rows. A process reads only the shards it owns (`shards`), so every host reads its own
+part of the data; one process that owns all shards sees exactly the same global batch as S hosts.
+Random single-row reads from zarr are slow; whole chunks into a mixing window are not.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Iterator, NamedTuple, Sequence
+
+import numpy as np
+
+from crosscoder_jax.data.store import Store, StoreError
+
+
+class Batch(NamedTuple):
+    """A process-local batch: activations [B_local, C, D] (stored dtype), and the chunk of each row."""
+
+    acts_BCD: np.ndarray
+    chunk_B: np.ndarray
+    index: int
+
+
+class NonFiniteActivations(StoreError):
+    """Raised when a batch holds NaN or inf; names the chunks and rows."""
+
+
+def _rng(*keys: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(k) for k in keys]))
+
+
+class StoreReader:
+    """Iterator over batches of a store, starting at batch `position`.
+
+    Args:
+      store: an open `Store`.
+      batch_size: the global batch B (all shards together); divisible by `num_shards`.
+      seed: data-order seed.
+      num_shards: S, reader shards in the whole job (default 1; the train loop uses the process count).
+      shards: the shards this process reads (default all); the local batch concatenates them in order.
+      window_chunks: chunks mixed together (the shuffle buffer, in chunks).
+      prefetch: batches prepared ahead on a background thread (0: read on demand).
+      position: batches already consumed (to resume).
+      check_finite: raise `NonFiniteActivations` naming chunk and row on NaN / inf.
+    """
+
+    def __init__(self, store: Store, batch_size: int, seed: int = 0, num_shards: int = 1,
+                 shards: Sequence[int] | None = None, window_chunks: int = 8, prefetch: int = 4,
+                 position: int = 0, check_finite: bool = True):
+        if batch_size % num_shards:
+            raise StoreError(f"batch_size {batch_size} must be divisible by the {num_shards} reader shards")
+        if store.n_chunks < num_shards:
+            raise StoreError(f"{store.path} has {store.n_chunks} chunks, fewer than the {num_shards} reader "
+                             "shards: re-harvest with a smaller chunk_size")
+        self.store, self.seed, self.num_shards = store, seed, num_shards
+        self.shards = list(range(num_shards)) if shards is None else list(shards)
+        self.sub_batch = batch_size // num_shards
+        self.window_chunks, self.check_finite = max(1, window_chunks), check_finite
+        self.position = position
+        self._prefetch = prefetch
+        self._queue: queue.Queue | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._gen: Iterator[Batch] | None = None
+
+    # The stream of one shard ------------------------------------------------------------------
+    def _windows(self, shard: int) -> Iterator[tuple[list[int], int]]:
+        """(chunk ids, rows) of every window of `shard`, epoch after epoch."""
+        epoch = 0
+        while True:
+            perm = _rng(self.seed, epoch).permutation(self.store.n_chunks)[shard::self.num_shards]
+            for w in range(0, len(perm), self.window_chunks):
+                ids = [int(i) for i in perm[w:w + self.window_chunks]]
+                yield ids, sum(b - a for a, b in map(self.store.chunk_rows, ids))
+            epoch += 1
+
+    def _shard_rows(self, shard: int, start_row: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Shuffled windows (acts, chunk ids) of `shard`, the first one cut to begin at start_row."""
+        offset = 0
+        for n, (ids, rows) in enumerate(self._windows(shard)):
+            if offset + rows <= start_row:
+                offset += rows
+                continue
+            chunks = self.store.read_chunks(ids)
+            acts = np.concatenate(chunks)
+            chunk_of_row = np.concatenate([np.full(len(c), i, np.int32) for c, i in zip(chunks, ids)])
+            order = _rng(self.seed, shard, n, 1).permutation(rows)
+            skip = max(0, start_row - offset)
+            offset += rows
+            yield acts[order[skip:]], chunk_of_row[order[skip:]]
+
+    def _shard_batches(self, shard: int, start: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        pending_a: list[np.ndarray] = []
+        pending_c: list[np.ndarray] = []
+        have = 0
+        for acts, chunk in self._shard_rows(shard, start * self.sub_batch):
+            pending_a.append(acts)
+            pending_c.append(chunk)
+            have += len(acts)
+            if have < self.sub_batch:
+                continue
+            a, c = np.concatenate(pending_a), np.concatenate(pending_c)
+            cut = (have // self.sub_batch) * self.sub_batch
+            for i in range(0, cut, self.sub_batch):
+                yield a[i:i + self.sub_batch], c[i:i + self.sub_batch]
+            pending_a, pending_c, have = [a[cut:]], [c[cut:]], have - cut
+
+    def _batches(self, start: int) -> Iterator[Batch]:
+        streams = [self._shard_batches(s, start) for s in self.shards]
+        index = start
+        while True:
+            parts = [next(s) for s in streams]
+            acts = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
+            chunk = parts[0][1] if len(parts) == 1 else np.concatenate([p[1] for p in parts])
+            if self.check_finite:
+                self._check(acts, chunk, index)
+            yield Batch(acts, chunk, index)
+            index += 1
+
+    def _check(self, acts: np.ndarray, chunk: np.ndarray, index: int) -> None:
+        finite_B = np.isfinite(acts.reshape(len(acts), -1)).all(axis=1)
+        if not finite_B.all():
+            bad = np.flatnonzero(~finite_B)
+            chunks = sorted({int(c) for c in chunk[bad]})
+            raise NonFiniteActivations(
+                f"non-finite activations (NaN/inf) in batch {index}: {len(bad)} rows from chunk(s) {chunks} "
+                f"(rows {[self.store.chunk_rows(c) for c in chunks]}) of {self.store.path}; re-harvest those "
+                "rows or fix the model producing them")
+
+    # Iteration with prefetch ----------------------------------------------------------------------
+    def _worker(self, start: int) -> None:
+        try:
+            for batch in self._batches(start):
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except BaseException as e:  # handed to the consumer, raised where the batch was wanted
+            self._queue.put(e)
+
+    def __iter__(self) -> "StoreReader":
+        return self
+
+    def __next__(self) -> Batch:
+        if self._prefetch <= 0:
+            if self._gen is None:
+                self._gen = self._batches(self.position)
+            batch = next(self._gen)
+        else:
+            if self._thread is None:
+                self._queue = queue.Queue(maxsize=self._prefetch)
+                self._thread = threading.Thread(target=self._worker, args=(self.position,), daemon=True)
+                self._thread.start()
+            batch = self._queue.get()
+            if isinstance(batch, BaseException):
+                raise batch
+        self.position = batch.index + 1
+        return batch
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._thread = None
+
+    def __enter__(self) -> "StoreReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

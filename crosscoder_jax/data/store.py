@@ -1,0 +1,219 @@
+"""The activation store: a directory that holds `[N, C, D]` activations as a tensorstore zarr3 array.
+
+Layout (DESIGN.md, a stable interface):
+  store.json     {"format": "crosscoder_jax.activations/1", "checkpoints": [...], "d_model": D,
+                  "n_tokens": N, "dtype": "float32" | "bfloat16", "model": ..., "layer": L,
+                  "chunk_size": rows per chunk, "scales": [C] or null, "progress": {"chunks_written": n}, ...}
+  activations/   zarr3 array [N, C, D], chunked along N
+  tokens/        optional zarr3 int32 [N];  positions/  optional zarr3 int32 [N]
+
+The writer fills chunks in order and records progress after each, so a killed harvest resumes.
+Reading is in `reader.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import tensorstore as ts
+
+FORMAT = "crosscoder_jax.activations/1"
+_DTYPES = ("float32", "bfloat16")
+
+
+class StoreError(ValueError):
+    """A store that cannot be used as asked; the message says why and what to do."""
+
+
+def _array_spec(path: Path, shape: Sequence[int] | None = None, dtype: str | None = None,
+                chunk_rows: int | None = None) -> dict:
+    spec: dict[str, Any] = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}
+    if shape is not None:
+        chunk = [chunk_rows, *shape[1:]]
+        spec["metadata"] = {"shape": list(shape), "data_type": dtype,
+                            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": chunk}}}
+        spec.update(create=True, delete_existing=True)
+    return spec
+
+
+def _write_json_atomic(path: Path, obj: Mapping[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """store.json of the store at `path`, checked for the format this version reads."""
+    path = Path(path)
+    meta_path = path / "store.json"
+    if not meta_path.exists():
+        raise StoreError(f"{path} is not an activation store: no store.json. Harvest one with "
+                         "`python -m launch.harvest`, or write the layout in DESIGN.md with tensorstore.")
+    meta = json.loads(meta_path.read_text())
+    fmt = meta.get("format")
+    if fmt != FORMAT:
+        raise StoreError(f"{path} was written as format {fmt!r}, this version reads {FORMAT!r}: "
+                         "re-harvest it with this version, or convert it to the layout in DESIGN.md.")
+    missing = [k for k in ("checkpoints", "d_model", "n_tokens", "dtype") if k not in meta]
+    if missing:
+        raise StoreError(f"{meta_path} lacks required fields {missing}")
+    if meta["dtype"] not in _DTYPES:
+        raise StoreError(f"{meta_path}: dtype {meta['dtype']!r} is not one of {_DTYPES}")
+    return meta
+
+
+class StoreWriter:
+    """Appends chunks to a store in order; `chunks_written` survives a kill (store.json)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.meta = read_meta(self.path)
+        self.acts = ts.open(_array_spec(self.path / "activations")).result()
+        self.tokens = self._maybe_open("tokens")
+        self.positions = self._maybe_open("positions")
+
+    def _maybe_open(self, name: str):
+        p = self.path / name
+        return ts.open(_array_spec(p)).result() if p.exists() else None
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.meta["chunk_size"])
+
+    @property
+    def n_chunks(self) -> int:
+        return math.ceil(self.meta["n_tokens"] / self.chunk_size)
+
+    @property
+    def chunks_written(self) -> int:
+        return int(self.meta["progress"]["chunks_written"])
+
+    @property
+    def complete(self) -> bool:
+        return self.chunks_written >= self.n_chunks
+
+    def chunk_rows(self, i: int) -> tuple[int, int]:
+        start = i * self.chunk_size
+        return start, min(start + self.chunk_size, int(self.meta["n_tokens"]))
+
+    def write_chunk(self, i: int, acts_NCD: np.ndarray, tokens_N: np.ndarray | None = None,
+                    positions_N: np.ndarray | None = None) -> None:
+        """Writes chunk i (must be the next one) and records it as done."""
+        if i != self.chunks_written:
+            raise StoreError(f"chunk {i} written out of order: the store has {self.chunks_written} chunks")
+        start, stop = self.chunk_rows(i)
+        C, D = len(self.meta["checkpoints"]), int(self.meta["d_model"])
+        if acts_NCD.shape != (stop - start, C, D):
+            raise StoreError(f"chunk {i} has shape {acts_NCD.shape}, the store expects {(stop - start, C, D)}")
+        futures = [self.acts[start:stop].write(np.asarray(acts_NCD).astype(self.acts.dtype.numpy_dtype))]
+        for arr, values, name in ((self.tokens, tokens_N, "tokens"), (self.positions, positions_N, "positions")):
+            if arr is not None:
+                if values is None:
+                    raise StoreError(f"this store keeps {name}: pass {name} for chunk {i}")
+                futures.append(arr[start:stop].write(np.asarray(values, np.int32)))
+        for fut in futures:
+            fut.result()
+        self.meta["progress"]["chunks_written"] = i + 1
+        _write_json_atomic(self.path / "store.json", self.meta)
+
+    def update_meta(self, **fields: Any) -> None:
+        """Records extra fields in store.json (e.g. `scales`)."""
+        self.meta.update(fields)
+        _write_json_atomic(self.path / "store.json", self.meta)
+
+
+def create_store(path: str | os.PathLike, *, checkpoints: Sequence[str], d_model: int, n_tokens: int,
+                 dtype: str = "float32", chunk_size: int = 8192, model: str | None = None,
+                 layer: int | None = None, with_tokens: bool = False, **extra: Any) -> StoreWriter:
+    """Creates an empty store (replacing any at `path`) and returns its writer."""
+    if dtype not in _DTYPES:
+        raise StoreError(f"dtype {dtype!r} is not one of {_DTYPES}")
+    if n_tokens < 1 or chunk_size < 1 or d_model < 1 or not checkpoints:
+        raise StoreError("a store needs n_tokens, chunk_size, d_model >= 1 and at least one checkpoint")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    C = len(checkpoints)
+    rows = min(chunk_size, n_tokens)
+    ts.open(_array_spec(path / "activations", (n_tokens, C, d_model), dtype, rows)).result()
+    if with_tokens:
+        for name in ("tokens", "positions"):
+            ts.open(_array_spec(path / name, (n_tokens,), "int32", rows)).result()
+    meta = {"format": FORMAT, "checkpoints": list(checkpoints), "d_model": int(d_model),
+            "n_tokens": int(n_tokens), "dtype": dtype, "model": model, "layer": layer,
+            "chunk_size": rows, "scales": None, "progress": {"chunks_written": 0}, **extra}
+    _write_json_atomic(path / "store.json", meta)
+    return StoreWriter(path)
+
+
+class Store:
+    """A finished store opened for reading: whole-chunk reads and normalisation statistics."""
+
+    def __init__(self, path: str | os.PathLike, require_complete: bool = True):
+        self.path = Path(path)
+        self.meta = read_meta(self.path)
+        try:
+            self.acts = ts.open(_array_spec(self.path / "activations")).result()
+        except ValueError as e:
+            raise StoreError(f"{self.path}/activations cannot be opened as a zarr3 array: {e}") from e
+        C, D, N = len(self.meta["checkpoints"]), int(self.meta["d_model"]), int(self.meta["n_tokens"])
+        if tuple(self.acts.shape) != (N, C, D):
+            raise StoreError(f"{self.path}: activations have shape {tuple(self.acts.shape)} but store.json "
+                             f"says {(N, C, D)}")
+        self.chunk_size = int(self.meta.get("chunk_size") or self.acts.chunk_layout.read_chunk.shape[0])
+        self.n_chunks = math.ceil(N / self.chunk_size)
+        done = self.meta.get("progress", {}).get("chunks_written", self.n_chunks)
+        if require_complete and done < self.n_chunks:
+            raise StoreError(f"{self.path} is incomplete ({done} of {self.n_chunks} chunks written): "
+                             "rerun the harvest command that made it to finish it")
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.meta["n_tokens"])
+
+    @property
+    def n_checkpoints(self) -> int:
+        return len(self.meta["checkpoints"])
+
+    @property
+    def d_model(self) -> int:
+        return int(self.meta["d_model"])
+
+    def chunk_rows(self, i: int) -> tuple[int, int]:
+        start = i * self.chunk_size
+        return start, min(start + self.chunk_size, self.n_tokens)
+
+    def read_chunks(self, ids: Sequence[int]) -> list[np.ndarray]:
+        """Whole chunks [rows, C, D] in the stored dtype, read concurrently."""
+        futures = [self.acts[slice(*self.chunk_rows(i))].read() for i in ids]
+        return [f.result() for f in futures]
+
+    def read_rows(self, start: int, stop: int, name: str = "activations") -> np.ndarray:
+        arr = self.acts if name == "activations" else ts.open(_array_spec(self.path / name)).result()
+        return arr[start:stop].read().result()
+
+    def estimate_scales(self, max_rows: int = 65536, seed: int = 0) -> np.ndarray:
+        """Per-checkpoint input scale `s_c = sqrt(D) / E||a_c||` [C] (float64), from whole chunks
+        picked at random until `max_rows` rows are read."""
+        order = np.random.default_rng(seed).permutation(self.n_chunks)
+        sums, rows = np.zeros(self.n_checkpoints), 0
+        for i in order:
+            (chunk,) = self.read_chunks([int(i)])
+            norms = np.linalg.norm(chunk.astype(np.float64), axis=-1)
+            if not np.all(np.isfinite(norms)):
+                bad = int(np.argwhere(~np.isfinite(norms))[0, 0]) + self.chunk_rows(int(i))[0]
+                raise StoreError(f"{self.path}: non-finite activations in chunk {int(i)} (row {bad}); "
+                                 "re-harvest that checkpoint or drop the rows")
+            sums += norms.sum(axis=0)
+            rows += norms.shape[0]
+            if rows >= max_rows:
+                break
+        mean_norm = sums / rows
+        if np.any(mean_norm <= 0):
+            raise StoreError(f"{self.path}: checkpoint(s) {np.flatnonzero(mean_norm <= 0).tolist()} have "
+                             "all-zero activations; check the harvest")
+        return np.sqrt(self.d_model) / mean_norm

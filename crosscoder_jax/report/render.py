@@ -1,0 +1,241 @@
+"""HTML of the report (`crosscoder_jax.report.write_report`): sections, tables, latent cards, and the
+figures embedded as base64 PNG. No external resources: one file opens anywhere."""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from crosscoder_jax.report import figures as figs
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;color:#222}
+h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}
+th{background:#f3f3f3}td.l,th.l{text-align:left}.missing{color:#a33;font-style:italic}
+img{max-width:100%;display:block;margin:8px 0}.cards{display:flex;flex-wrap:wrap;gap:12px}
+.card{border:1px solid #ccc;border-radius:6px;padding:8px 10px;width:540px;font-size:13px}
+.card table{display:block;overflow-x:auto;max-width:100%}.card h3{margin:0 0 4px 0;font-size:14px}.ctx{font-family:monospace;font-size:12px;margin:2px 0;line-height:1.6}
+.tok{padding:1px 2px;border-radius:2px}.peak{outline:1px solid #c60}.bar{display:inline-block;height:9px;background:#4a7}
+.small{font-size:12px;color:#555}.sum td{text-align:left}
+"""
+
+# after load: every image must have decoded; the title and a data attribute say so (checked by the tests)
+_CHECK = """<script>
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var bad = imgs.filter(function (im) { return !(im.complete && im.naturalWidth > 0); });
+  document.body.setAttribute('data-images', imgs.length);
+  document.body.setAttribute('data-images-ok', bad.length === 0 ? 'yes' : 'no');
+  document.title = (bad.length === 0 ? 'REPORT-OK ' : 'REPORT-BROKEN ') + imgs.length + ' images';
+});
+</script>"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _fmt(v: Any, nd: int = 4) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.{nd}g}"
+    return _e(v)
+
+
+def _missing(what: str) -> str:
+    return f'<p class="missing">not computed: {_e(what)}</p>'
+
+
+def _img(b64: str | None, alt: str, why: str) -> str:
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{b64}">' if b64 else _missing(why)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1, cls: str = "") -> str:
+    h = "".join(f'<th class="{"l" if j < left else ""}">{_e(x)}</th>' for j, x in enumerate(header))
+    h = f"<tr>{h}</tr>" if any(header) else ""
+    body = "".join("<tr>" + "".join(f'<td class="{"l" if j < left else ""}">{_fmt(x)}</td>' for j, x in enumerate(r))
+                   + "</tr>" for r in rows)
+    return f'<table class="{cls}">{h}{body}</table>'
+
+
+def make_figures(run: dict[str, Any], lat: dict[str, Any] | None, attractor_task: str) -> dict[str, bytes | None]:
+    names = run["names"]
+    out: dict[str, bytes | None] = {}
+    out["accuracy_curves"] = figs.accuracy_curves(run["curves"], names, attractor_task) if run["curves"] else None
+    out["training_curve"] = figs.training_curve(run["metrics"], names) if any("loss" in r for r in run["metrics"]) else None
+    ok = lat is not None and "error" not in lat and len(lat["live"]) > 0
+    out["reldec_distribution"] = figs.reldec_distribution(lat["reldec_live"], names) if ok else None
+    for task, a in run["attribution"].items():
+        rows = a["rows"]
+        if not rows:
+            out[f"relie_{task}"] = None
+            continue
+        relie = np.array([[r.get(f"relie_{n}", np.nan) for n in names] for r in rows], float)
+        ie = np.array([[r.get(f"ie_{n}", np.nan) for n in names] for r in rows], float)
+        labels = [f"#{r['latent']} · {r.get('class', '')} · {r.get('lifecycle', '')}" for r in rows]
+        out[f"relie_{task}"] = figs.relie_heatmap(relie, ie, labels, names, f"RelIE on {task} (cell: RelIE, |IE| below)")
+    em, dis = lifecycle_counts(run)
+    out["lifecycle"] = figs.lifecycle_bars(em, dis, names) if run["attribution"] and names else None
+    return out
+
+
+def lifecycle_counts(run: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
+    """Over the union of selected latents (first task that lists a latent wins): emerges / discontinued per checkpoint."""
+    seen: set[int] = set()
+    em: dict[str, int] = {}
+    dis: dict[str, int] = {}
+    for a in run["attribution"].values():
+        for r in a["rows"]:
+            if r["latent"] in seen:
+                continue
+            seen.add(r["latent"])
+            if r.get("emerges"):
+                em[r["emerges"]] = em.get(r["emerges"], 0) + 1
+            if r.get("discontinued"):
+                dis[r["discontinued"]] = dis.get(r["discontinued"], 0) + 1
+    return em, dis
+
+
+def _quality(run: dict[str, Any]) -> str:
+    ev = run["eval"]
+    if not ev:
+        return _missing("no eval.json in the crosscoder workdir (run launch.evaluate)")
+    cols = ["fvu", "delta_ce", "ce_loss_recovered", "ce_clean", "ce_spliced", "ce_zero_ablation"]
+    rows = [[n] + [ev["checkpoints"][n].get(c, float("nan")) for c in cols] for n in ev["checkpoints"]]
+    head = f'<p class="small">L0 {_fmt(ev.get("l0"))}, dead fraction {_fmt(ev.get("dead_frac"))}, ' \
+           f'{_fmt(ev.get("tokens"))} evaluation tokens</p>'
+    return head + _table(["checkpoint"] + cols, rows)
+
+
+def _tokens_html(ctx: dict[str, Any]) -> str:
+    mx = max(max(ctx["acts"]), 1e-9)
+    parts = []
+    lo = max(0, ctx["peak"] - 24)
+    for j in range(lo, len(ctx["tokens"])):
+        a = ctx["acts"][j]
+        alpha = min(1.0, max(0.0, a / mx))
+        cls = "tok peak" if j == ctx["peak"] else "tok"
+        parts.append(f'<span class="{cls}" style="background:rgba(255,140,0,{alpha:.2f})" '
+                     f'title="{a:.3g}">{_e(ctx["tokens"][j])}</span>')
+    return ("… " if lo else "") + " ".join(parts)
+
+
+def _card(i: int, run: dict[str, Any], lat: dict[str, Any] | None) -> str:
+    names = run["names"]
+    rows = [(t, r) for t, a in run["attribution"].items() for r in a["rows"] if r["latent"] == i]
+    head = f"<h3>latent {i}</h3>"
+    meta = "".join(f'<div class="small">{_e(t)}: <b>{_e(r.get("class", ""))}</b> · {_e(r.get("lifecycle", ""))}</div>'
+                   for t, r in rows)
+    ie = _table(["task"] + [f"IE {n}" for n in names] + [f"RelIE {n}" for n in names],
+                [[t] + [r.get(f"ie_{n}", float("nan")) for n in names] + [r.get(f"relie_{n}", float("nan")) for n in names]
+                 for t, r in rows])
+    if lat is None or "error" in lat or i not in lat["per_latent"]:
+        return f'<div class="card">{head}{meta}{ie}{_missing("top contexts and label (needs the store with tokens)")}</div>'
+    p = lat["per_latent"][i]
+    lab = p["label"]
+    tag = "labelled" if lab["labelled"] else "unlabelled, best"
+    label = f'<div>grammatical property ({tag}): <b>{_e(lab["property"])}</b>, r = {lab["corr"]:.2f}</div>'
+    st = p["strength"]
+    smax = max(max(st), 1e-9)
+    bars = "".join(f'<div class="small">{_e(n)} <span class="bar" style="width:{int(160 * s / smax)}px"></span> '
+                   f'{s:.3g}</div>' for n, s in zip(names, st))
+    freq = f'<div class="small">fires on {100 * p["freq"]:.2f}% of tokens, max {p["max"]:.3g}; ' \
+           f'strength f·||W_dec[i,c]|| at the top tokens:</div>'
+    ctx = "".join(f'<div class="ctx">{_tokens_html(c)}</div>' for c in p["contexts"]) or _missing("never fires on the sample")
+    return f'<div class="card">{head}{meta}{label}{ie}{freq}{bars}<div class="small">top contexts:</div>{ctx}</div>'
+
+
+def _summary_html(s: dict[str, Any]) -> str:
+    jump = s.get("attractor_jump")
+    rows = [["attractor task", s["attractor_task"]],
+            ["attractor accuracy at crosscoded checkpoints",
+             ", ".join(f"{k}: {v:.3f}" for k, v in s["attractor_accuracy"].items()) or "not computed"],
+            ["accuracy jump", f'{jump["from"]} → {jump["at"]} (+{jump["rise"]:.3f})' if jump else "not computed"],
+            ["selected latents (union over tasks)", s["n_selected"]]]
+    if isinstance(s.get("labels"), str):
+        rows.append(["labels", s["labels"]])
+        return _table(["", ""], rows, left=2, cls="sum")
+    rows += [["tokens used for labels", s["tokens_used"]],
+             [f"live latents labelled at |corr| ≥ {s['label_threshold']}", f'{s["n_labelled_live"]} of {s["n_live"]}'],
+             ["selected latents labelled", f'{s["n_selected_labelled"]} of {s["n_selected"]}'],
+             ["labels of live latents", ", ".join(f"{k}: {v}" for k, v in list(s["label_counts"].items())[:12]) or "none"]]
+    v = s["subject_number_vs_jump"]
+    rows.append(["labelled subject-number latents: emergence vs. the jump",
+                 f'{v["labelled"]} latents; before {v["before"]}, at {v["at"]}, after {v["after"]}'])
+    out = _table(["", ""], rows, left=2, cls="sum")
+    if s["subject_number_latents"]:
+        out += _table(["latent", "label", "corr", "labelled", "task", "emerges", "discontinued", "vs jump"],
+                      [[x["latent"], x["property"], x["corr"], x["labelled"], x["task"], x["emerges"],
+                        x["discontinued"] or "", x["vs_jump"]] for x in s["subject_number_latents"]], left=8)
+    return out
+
+
+def _lifecycle_html(run: dict[str, Any], b64: str | None) -> str:
+    if not run["attribution"]:
+        return _missing("no attribution CSVs")
+    counts: dict[str, dict[str, int]] = {}
+    for t, a in run["attribution"].items():
+        for r in a["rows"]:
+            counts.setdefault(r.get("lifecycle", ""), {}).setdefault(t, 0)
+            counts[r.get("lifecycle", "")][t] += 1
+    tasks = list(run["attribution"])
+    rows = [[lc] + [c.get(t, 0) for t in tasks] for lc, c in sorted(counts.items())]
+    em, dis = lifecycle_counts(run)
+    txt = (f'<p>Union of selected latents: emerged (after the first checkpoint) '
+           f'{sum(v for k, v in em.items() if k != (run["names"] or [None])[0])}, '
+           f'present from the first checkpoint {em.get((run["names"] or [None])[0], 0)}, '
+           f'discontinued {sum(dis.values())} '
+           f'({", ".join(f"{k}: {v}" for k, v in dis.items()) or "none"}).</p>')
+    return txt + _img(b64, "lifecycle", "no lifecycle data") + _table(["lifecycle"] + tasks, rows)
+
+
+def render(run: dict[str, Any], lat: dict[str, Any] | None, summary: dict[str, Any], b64: dict[str, str | None],
+           cards: Sequence[int]) -> str:
+    names = run["names"]
+    p = run["paths"]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>crosscoder report</title><style>{_CSS}</style>"
+             "</head><body>", "<h1>Crosscoder report</h1>",
+             '<p class="small">' + " · ".join(f"{k}: {_e(v)}" for k, v in p.items()) +
+             f"<br>crosscoded checkpoints: {_e(', '.join(names) or 'unknown')}</p>"]
+    parts += ["<h2>Summary</h2>", _summary_html(summary)]
+    parts += ["<h2>Task accuracy over pretraining</h2>",
+              _img(b64.get("accuracy_curves"), "accuracy curves", "no task_curves.json in the pretraining dir")]
+    parts += ["<h2>Crosscoder quality</h2>", _quality(run),
+              _img(b64.get("training_curve"), "training curve", "no metrics.jsonl")]
+    why = "needs the crosscoder and the store" if lat is None else lat.get("error", "no live latents")
+    parts += ["<h2>Relative decoder norms (live latents)</h2>", _img(b64.get("reldec_distribution"), "RelDec", why)]
+    parts += ["<h2>RelIE of the selected latents</h2>"]
+    if not run["attribution"]:
+        parts.append(_missing("no attribution CSVs"))
+    for task, a in run["attribution"].items():
+        s = a["summary"] or {}
+        abl = s.get("ablation") or {}
+        acc = ", ".join(f"{n}: {v['accuracy']:.3f}" for n, v in (s.get("task") or {}).items())
+        parts.append(f"<h3>{_e(task)}</h3><p class='small'>accuracy {_e(acc or 'n/a')}; ablation Spearman "
+                     f"RelIE {_fmt(abl.get('rho_relie', 'n/a'))}, RelDec {_fmt(abl.get('rho_reldec', 'n/a'))}</p>")
+        parts.append(_img(b64.get(f"relie_{task}"), f"RelIE {task}", "no selected latents"))
+    parts += ["<h2>Lifecycles</h2>", _lifecycle_html(run, b64.get("lifecycle"))]
+    parts += [f"<h2>Latent cards ({len(cards)} by largest |IE|)</h2>"]
+    parts.append('<div class="cards">' + "".join(_card(i, run, lat) for i in cards) + "</div>" if cards
+                 else _missing("no selected latents (attribution CSVs)"))
+    parts += [_CHECK, "</body></html>"]
+    return "\n".join(parts)
+
+
+def summary_text(s: dict[str, Any]) -> str:
+    jump = s.get("attractor_jump")
+    lines = [f"[report] {s['files']['html']}"]
+    lines.append(f"[report] attractor task {s['attractor_task']}: jump "
+                 + (f"{jump['from']} -> {jump['at']} (+{jump['rise']:.3f})" if jump else "not computed"))
+    if isinstance(s.get("labels"), str):
+        lines.append(f"[report] labels {s['labels']}")
+    else:
+        v = s["subject_number_vs_jump"]
+        lines.append(f"[report] labelled {s['n_labelled_live']} of {s['n_live']} live latents at |corr| >= "
+                     f"{s['label_threshold']}; selected {s['n_selected_labelled']} of {s['n_selected']}")
+        lines.append(f"[report] subject-number latents (labelled) {v['labelled']}: emerge before the jump {v['before']}, "
+                     f"at it {v['at']}, after {v['after']}")
+    return "\n".join(lines)

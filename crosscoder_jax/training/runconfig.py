@@ -1,0 +1,96 @@
+"""The training config: turning it into a `Spec`, and guarding a workdir against a changed config.
+
+A workdir remembers the config that started it (`config.json`). Resuming with different values
+for any field that changes the result is refused with the differing fields named; fields that
+only steer the run (logging, checkpoint cadence, prefetch, progress bar) may change.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from crosscoder_jax.crosscoder import Spec
+from crosscoder_jax.data.store import Store
+
+# May differ between the run in a workdir and the command that resumes it.
+RUN_CONTROL = {"log_every", "save_every", "max_to_keep", "progress", "resume_anyway", "stop_after", "reader.prefetch",
+               "distributed.coordinator", "distributed.num_processes", "distributed.process_id",
+               "mesh.data", "mesh.model", "sparse_decode"}
+
+
+class ConfigMismatch(ValueError):
+    pass
+
+
+def spec_from_config(config, n_checkpoints: int, d_model: int) -> Spec:
+    """The crosscoder `Spec` a training config asks for (0 means "default" for optional ints)."""
+    return Spec(
+        n_checkpoints=n_checkpoints, d_model=d_model, dict_size=config.dict_size, activation=config.activation,
+        k=config.k, k_start=config.k_start or None, k_anneal_steps=config.k_anneal_steps,
+        sparsity_coeff=config.l1_coeff,
+        sparsity_warmup_steps=int(round(config.sparsity_warmup_frac * config.steps)),
+        aux_coeff=config.aux_coeff, k_aux=config.k_aux or None, dead_tokens=config.dead_tokens,
+        threshold_beta=config.threshold_beta, threshold_start_step=config.threshold_start_step,
+        bandwidth=config.bandwidth, init_threshold=config.init_threshold,
+        dec_init_norm=config.dec_init_norm or None, matmul_dtype=config.matmul_dtype,
+        sparse_decode=config.sparse_decode and config.activation in ("topk", "batchtopk"))
+
+
+def resolve(config) -> ml_collections.ConfigDict:
+    """A copy with defaults that depend on the job filled in (reader shards = process count)."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    if not config.reader.shards:
+        config.reader.shards = jax.process_count()
+    if not config.activations or not config.workdir:
+        raise ValueError("set --config.activations (a store directory) and --config.workdir")
+    return config
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def diff(saved: dict, current: dict) -> dict[str, tuple[Any, Any]]:
+    """Fields (dotted names) whose values differ, except run-control fields."""
+    a, b = _flat(saved), _flat(current)
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+            if k not in RUN_CONTROL and a.get(k) != b.get(k)}
+
+
+def check_or_save(workdir: Path, config) -> None:
+    """Saves the config into a new workdir, or refuses one that holds a run with another config."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "config.json"
+    current = json.loads(json.dumps(config.to_dict()))
+    if path.exists():
+        differ = diff(json.loads(path.read_text()), current)
+        if differ and not config.resume_anyway:
+            lines = "; ".join(f"{k}: {a!r} in the workdir, {b!r} now" for k, (a, b) in differ.items())
+            raise ConfigMismatch(f"{workdir} holds a run with a different config ({lines}). Use another "
+                                 "--config.workdir, or --config.resume_anyway=True to continue it anyway.")
+        if not differ:
+            return
+    if jax.process_index() == 0:
+        path.write_text(json.dumps(current, indent=1))
+
+
+def scales_for(store: Store, config) -> np.ndarray:
+    """Per-checkpoint input scales [C]: ones if normalisation is off, the store's recorded scales,
+    or an estimate from the store."""
+    if not config.normalize:
+        return np.ones(store.n_checkpoints)
+    if store.meta.get("scales"):
+        return np.asarray(store.meta["scales"], np.float64)
+    return store.estimate_scales(seed=config.seed)

@@ -1,0 +1,214 @@
+"""Training: the train state, one jitted sharded step, the optimizer schedule, and the resumable loop.
+
+`train(config)` reads an activation store, trains a crosscoder on a (data, model) mesh, logs to
+`<workdir>/metrics.jsonl`, checkpoints everything needed to continue exactly (params, optimizer
+state, step, reader position, batchtopk threshold, dead-latent counters, scales) with orbax, and
+writes `<workdir>/crosscoder.safetensors` at the end. Rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from crosscoder_jax import crosscoder
+from crosscoder_jax.crosscoder import Spec, activations, save_crosscoder
+from crosscoder_jax.crosscoder.activations.base import k_at
+from crosscoder_jax.data.reader import NonFiniteActivations, StoreReader
+from crosscoder_jax.data.store import Store
+from crosscoder_jax.runtime.runlog import MetricsLog, jsonable, progress
+from crosscoder_jax.training import runconfig, sharding
+
+
+class TrainingError(RuntimeError):
+    """Training stopped on bad numbers; the message names the step and the checkpoint kept."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array            # int32 []
+    params: dict               # crosscoder params, normalised space
+    opt_state: Any
+    act_state: dict            # e.g. the batchtopk threshold
+    since_fired: jax.Array     # int32 [F], tokens since each latent last fired (saturates at dead_tokens)
+    scales: jax.Array          # float32 [C], input scale per checkpoint
+    data_position: jax.Array   # int32 [], batches consumed from the store stream
+
+
+def lr_schedule(lr: float, steps: int, warmup_steps: int = 0, decay_frac: float = 0.2) -> Callable:
+    """The paper's schedule: optional linear warm-up, constant, linear decay to 0 over the last
+    `decay_frac` of the steps."""
+
+    def schedule(count):
+        t = jnp.asarray(count, jnp.float32)
+        factor = jnp.float32(1.0)
+        if warmup_steps > 0:
+            factor = factor * jnp.minimum(1.0, (t + 1.0) / warmup_steps)
+        if decay_frac > 0:
+            factor = factor * jnp.clip((steps - t) / (steps * decay_frac), 0.0, 1.0)
+        return lr * factor
+
+    return schedule
+
+
+def make_optimizer(config) -> tuple[optax.GradientTransformation, Callable]:
+    """Adam with grad-norm clipping and `lr_schedule`."""
+    schedule = lr_schedule(config.lr, config.steps, config.warmup_steps, config.decay_frac)
+    parts = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip > 0 else []
+    parts.append(optax.adam(schedule, b1=config.b1, b2=config.b2))
+    return optax.chain(*parts), schedule
+
+
+def init_state(key: jax.Array, spec: Spec, tx: optax.GradientTransformation, scales_C: jax.Array) -> TrainState:
+    params = crosscoder.init_params(spec, key)
+    return TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params),
+                      act_state=activations.get(spec.activation).init_state(spec),
+                      since_fired=jnp.zeros((spec.dict_size,), jnp.int32),
+                      scales=jnp.asarray(scales_C, jnp.float32), data_position=jnp.int32(0))
+
+
+def train_step(state: TrainState, x_BCD: jax.Array, *, spec: Spec, tx: optax.GradientTransformation,
+               schedule: Callable) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step on a raw batch x [B, C, D]; returns the new state and metrics."""
+    act = activations.get(spec.activation)
+    x_BCD = x_BCD.astype(jnp.float32) * state.scales[None, :, None]
+    dead_F = state.since_fired >= spec.dead_tokens
+    grad_fn = jax.value_and_grad(crosscoder.loss_fn, has_aux=True)
+    (loss, aux), grads = grad_fn(state.params, state.act_state, x_BCD, spec, state.step, dead_F)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    f_BF = aux["f_BF"]
+    fired_F = jnp.any(f_BF > 0, axis=0)
+    since = jnp.where(fired_F, 0, jnp.minimum(state.since_fired + x_BCD.shape[0], spec.dead_tokens))
+    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                           act_state=act.update_state(state.act_state, aux["act_update"], spec, state.step),
+                           since_fired=since, scales=state.scales, data_position=state.data_position + 1)
+    grad_norm = optax.tree.norm(grads)
+    metrics = {"loss": loss, **{f"loss_{k}": v for k, v in aux["terms"].items()},
+               "fvu": crosscoder.fvu(x_BCD, aux["xhat_BCD"]),
+               "l0": jnp.mean(jnp.sum(f_BF > 0, axis=-1)), "dead_frac": jnp.mean(dead_F),
+               "lr": schedule(state.step), "grad_norm": grad_norm, "k": k_at(spec, state.step),
+               "finite": jnp.isfinite(loss) & jnp.isfinite(grad_norm), **state.act_state}
+    return new_state, metrics
+
+
+def build(config, n_checkpoints: int, d_model: int, scales_C, mesh):
+    """Spec, optimizer, abstract state, shardings and the jitted init and step for a config."""
+    spec = runconfig.spec_from_config(config, n_checkpoints, d_model)
+    sharding.check_divisible(mesh, config.batch_size, spec.dict_size)
+    tx, schedule = make_optimizer(config)
+    init = functools.partial(init_state, spec=spec, tx=tx, scales_C=jnp.asarray(scales_C, jnp.float32))
+    key = jax.random.key(config.seed)
+    abstract = jax.eval_shape(init, key)
+    shardings = sharding.state_shardings(abstract, mesh)
+    init_fn = jax.jit(init, out_shardings=shardings)
+    step_fn = jax.jit(functools.partial(train_step, spec=spec, tx=tx, schedule=schedule),
+                      in_shardings=(shardings, sharding.batch_sharding(mesh)),
+                      out_shardings=(shardings, None), donate_argnums=(0,))
+    return spec, key, abstract, shardings, init_fn, step_fn
+
+
+def _host(tree):
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
+
+
+def train(config) -> dict[str, Any]:
+    """Trains (or resumes) the run in `config.workdir`; returns the final metrics."""
+    workdir = Path(config.workdir)
+    store = Store(config.activations)
+    config = runconfig.resolve(config)
+    runconfig.check_or_save(workdir, config)
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
+    scales = runconfig.scales_for(store, config)
+    spec, key, abstract, shardings, init_fn, step_fn = build(
+        config, store.n_checkpoints, store.d_model, scales, mesh)
+    mngr = ocp.CheckpointManager(
+        (workdir / "checkpoints").absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=config.max_to_keep, create=True))
+    latest = mngr.latest_step()
+    if latest is not None:
+        target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+        state = mngr.restore(latest, args=ocp.args.StandardRestore(target))
+    else:
+        state = init_fn(key)
+    start = int(state.step)
+    log = MetricsLog(workdir / "metrics.jsonl")
+    if jax.process_index() == 0:
+        log.drop_after(start)
+        log.write({"event": "start" if start == 0 else "resume", "step": start, "processes": jax.process_count(),
+                   "devices": jax.device_count(), "mesh": dict(mesh.shape)})
+    shards = [s for s in range(config.reader.shards) if s % jax.process_count() == jax.process_index()]
+    reader = StoreReader(store, config.batch_size, seed=config.seed, num_shards=config.reader.shards,
+                         shards=shards, window_chunks=config.reader.window_chunks,
+                         prefetch=config.reader.prefetch, position=int(state.data_position))
+    bar = progress(config.steps, initial=start, desc="train", unit="step",
+                   disable=jax.process_index() != 0 or not config.progress)
+    last = {"time": time.time(), "step": start}
+    metrics_host: dict[str, Any] = {}
+    prev = None
+
+    def check(step_metrics, step):
+        finite = bool(jax.device_get(step_metrics["finite"]))
+        if not finite:
+            good = mngr.latest_step()
+            raise TrainingError(
+                f"non-finite loss or gradient at step {step} (loss={float(step_metrics['loss'])}); the last good "
+                f"checkpoint is step {good} in {workdir / 'checkpoints'}. Lower lr or check the data, then "
+                "rerun (add --config.resume_anyway=True to resume with a changed config).")
+
+    try:
+        end = min(config.steps, config.stop_after) if config.stop_after else config.steps
+        for step in range(start, end):
+            try:
+                batch = next(reader)
+            except NonFiniteActivations as e:
+                raise TrainingError(f"at step {step}: {e}. The last good checkpoint is step "
+                                    f"{mngr.latest_step()} in {workdir / 'checkpoints'}.") from e
+            state, metrics = step_fn(state, sharding.global_batch(batch.acts_BCD, mesh))
+            if prev is not None:
+                check(*prev)  # one step behind, so the host never stalls the device
+            prev = (metrics, step)
+            done = step + 1
+            if done % config.log_every == 0 or done == config.steps:
+                check(metrics, step)
+                now = time.time()
+                metrics_host = jax.device_get(metrics)
+                metrics_host["tokens_per_s"] = (done - last["step"]) * config.batch_size / max(now - last["time"], 1e-9)
+                metrics_host.pop("finite")
+                last = {"time": now, "step": done}
+                if jax.process_index() == 0:
+                    log.write({"step": done, **metrics_host})
+                bar.set_postfix(loss=f"{float(metrics_host['loss']):.4g}", l0=f"{float(metrics_host['l0']):.1f}",
+                                tok_s=f"{metrics_host['tokens_per_s']:.3g}")
+            if done % config.save_every == 0 or done == end:
+                check(metrics, step)
+                mngr.save(done, args=ocp.args.StandardSave(state))
+            bar.update(1)
+        mngr.wait_until_finished()
+    finally:
+        reader.close()
+        bar.close()
+    finished = int(state.step) >= config.steps
+    params, act_state = _host(state.params), _host(state.act_state)
+    if finished and jax.process_index() == 0:
+        save_crosscoder(workdir / "crosscoder.safetensors", params, act_state, spec, np.asarray(_host(state.scales)),
+                        store.meta["checkpoints"],
+                        extra_meta={"model": store.meta.get("model"), "layer": store.meta.get("layer"),
+                                    "steps": int(state.step), "activations": str(config.activations)})
+        (workdir / "summary.json").write_text(json.dumps({"step": int(state.step), **jsonable(metrics_host)},
+                                                         indent=1))
+    mngr.close()
+    return metrics_host
