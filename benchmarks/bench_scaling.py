@@ -39,8 +39,8 @@ from crosscoder_jax.training.train import build  # noqa: E402
 def variant(activation, C, D, F, batch, k, data, model, x_np):
     c = get_config()
     c.dict_size, c.batch_size, c.steps, c.activation, c.k = F, batch, 1000, activation, k
-    c.dead_tokens, c.mesh.data, c.mesh.model = 2 ** 30, data, model
-    mesh = sharding.make_mesh(data, model, devices=jax.devices()[: data * model])
+    c.dead_tokens, c.mesh.data, c.mesh.latent = 2 ** 30, data, model
+    mesh = sharding.make_mesh(data, 1, model, devices=jax.devices()[: data * model])
     _, key, _, _, init_fn, step_fn = build(c, C, D, np.ones(C), mesh)
     box = {"state": init_fn(key)}
     x = sharding.global_batch(x_np, mesh)

@@ -43,8 +43,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.batch_size = 4096
     c.steps = 97_656
     c.seed = 0
-    c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})   # -1 fills with the devices present
-    c.reader = ml_collections.ConfigDict({"window_chunks": 8, "prefetch": 4, "shards": 0})  # 0: process count
+    # data x snapshot x latent devices (-1 fills with the devices present); zero: parameters and Adam
+    # moments split over data too (ZeRO), so data parallelism does not replicate the dictionary
+    c.mesh = ml_collections.ConfigDict({"data": -1, "snapshot": 1, "latent": 1, "zero": True})
+    # shards 0: one per block of rows the processes hold (the stream depends on the shard count only)
+    c.reader = ml_collections.ConfigDict({"window_chunks": 8, "prefetch": 4, "shards": 0})
     c.log_every = 100
     c.save_every = 1000
     c.max_to_keep = 2

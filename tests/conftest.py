@@ -21,6 +21,18 @@ def planted_setup(tmp_path_factory):
     return path, feats
 
 
+@pytest.fixture(scope="session")
+def planted_setup_c4(tmp_path_factory):
+    """A planted store with 4 checkpoints (splits over a snapshot axis of 2 or 4)."""
+    from crosscoder_jax.data import planted_store
+    from crosscoder_jax.synthetic import planted
+
+    feats = planted.make_features(n_features=40, n_checkpoints=4, d_model=16, seed=1)
+    path = tmp_path_factory.mktemp("planted4") / "store"
+    planted_store.write_store(path, feats, n_tokens=4096, chunk_size=256)
+    return path, feats
+
+
 def small_config(store, workdir, **overrides):
     """A tiny training config over `store` (fast to compile and run)."""
     sys.path.insert(0, str(ROOT))

@@ -1,6 +1,7 @@
-"""Run by test_sharding.py in a subprocess with 8 fake CPU devices: the jitted train step on meshes
-1x1, 8x1, 4x2 and 1x8 (data x model) from the same init and batches; prints the relative
-difference of the parameters after 20 steps against one device, as JSON."""
+"""Run by test_sharding.py in a subprocess with 8 fake CPU devices: the jitted train step on
+(data x snapshot x latent) meshes 2x2x2, 1x4x2, 1x8x1, 8x1x1 (ZeRO on, and 8x1x1 also with it off)
+from the same init and batches; prints the relative difference of the parameters after 20 steps
+against one device, as JSON."""
 
 import json
 import sys
@@ -13,22 +14,31 @@ from crosscoder_jax.training import sharding
 from crosscoder_jax.crosscoder.activations.select import single_device
 from crosscoder_jax.training.train import build
 
+C, D, B, F = 8, 16, 64, 64
+MESHES = ((2, 2, 2, True), (1, 4, 2, True), (1, 8, 1, True), (8, 1, 1, True), (8, 1, 1, False))
+
 
 def run(activation, mesh_shape, steps=20):
     c = get_config()
-    c.dict_size, c.k, c.batch_size, c.steps, c.lr = 64, 4, 64, steps, 1e-2
+    c.dict_size, c.k, c.batch_size, c.steps, c.lr = F, 4, B, steps, 1e-2
     c.activation, c.dead_tokens, c.threshold_start_step = activation, 128, 5
     c.matmul_dtype = "float32"  # the bound (1e-5) is for float32; bf16 rounds reduction-order noise up
-    data, model = mesh_shape
-    mesh = sharding.make_mesh(data, model, devices=jax.devices()[:data * model])
-    _, key, _, shardings, init_fn, step_fn = build(c, 3, 16, np.array([1.0, 2.0, 0.5]), mesh)
+    data, snap, latent, zero = mesh_shape
+    c.mesh.zero = zero
+    mesh = sharding.make_mesh(data, snap, latent, devices=jax.devices()[:data * snap * latent])
+    scales = np.linspace(0.5, 2.0, C)
+    _, key, _, shardings, init_fn, step_fn = build(c, C, D, scales, mesh)
     state = init_fn(key)
     rng = np.random.default_rng(0)
     for _ in range(steps):
-        x = (rng.normal(size=(64, 3, 16)) * rng.random((64, 1, 1))).astype(np.float32)
+        x = (rng.normal(size=(B, C, D)) * rng.random((B, 1, 1))).astype(np.float32)
         state, metrics = step_fn(state, sharding.global_batch(x, mesh))
-    assert state.params["W_enc"].sharding.spec == shardings.params["W_enc"].spec
-    return jax.device_get(state.params), jax.device_get(state.act_state), jax.device_get(state.since_fired)
+    for name in ("W_enc", "W_dec", "b_dec"):
+        assert state.params[name].sharding.spec == shardings.params[name].spec
+    placed = {k: str(state.params[k].sharding.spec) for k in ("W_enc", "W_dec", "b_dec")}
+    per_device = max(s.data.size for s in state.params["W_enc"].addressable_shards)
+    return (jax.device_get(state.params), jax.device_get(state.act_state), jax.device_get(state.since_fired),
+            placed, per_device)
 
 
 def main():
@@ -36,13 +46,14 @@ def main():
     assert not single_device()  # so the sharded runs take the partitionable top-k and dense decoding
     out = {}
     for activation in sys.argv[1:]:
-        ref_p, ref_s, ref_d = run(activation, (1, 1))
-        for shape in ((8, 1), (4, 2), (1, 8)):
-            p, s, d = run(activation, shape)
+        ref_p, ref_s, ref_d, _, full = run(activation, (1, 1, 1, True))
+        for shape in MESHES:
+            p, s, d, placed, per_device = run(activation, shape)
             rel = max(float(np.linalg.norm(p[k] - ref_p[k]) / max(np.linalg.norm(ref_p[k]), 1e-30)) for k in p)
             rel_state = max([abs(float(s[k]) - float(ref_s[k])) / max(abs(float(ref_s[k])), 1e-30) for k in s] or [0.0])
-            out[f"{activation} {shape[0]}x{shape[1]}"] = {"params": rel, "state": rel_state,
-                                                          "dead_equal": bool(np.array_equal(d, ref_d))}
+            name = "x".join(map(str, shape[:3])) + ("" if shape[3] else " no-zero")
+            out[f"{activation} {name}"] = {"params": rel, "state": rel_state, "dead_equal": bool(np.array_equal(d, ref_d)),
+                                           "specs": placed, "W_enc_share": per_device / full}
     print("RESULT " + json.dumps(out))
 
 

@@ -49,11 +49,13 @@ class StoreReader:
       prefetch: batches prepared ahead on a background thread (0: read on demand).
       position: batches already consumed (to resume).
       check_finite: raise `NonFiniteActivations` naming chunk and row on NaN / inf.
+      columns: the checkpoints this process reads (a slice of C; default all): a snapshot group of
+        the training mesh reads only its own.
     """
 
     def __init__(self, store: Store, batch_size: int, seed: int = 0, num_shards: int = 1,
                  shards: Sequence[int] | None = None, window_chunks: int = 8, prefetch: int = 4,
-                 position: int = 0, check_finite: bool = True):
+                 position: int = 0, check_finite: bool = True, columns: slice = slice(None)):
         if batch_size % num_shards:
             raise StoreError(f"batch_size {batch_size} must be divisible by the {num_shards} reader shards")
         if store.n_chunks < num_shards:
@@ -63,7 +65,7 @@ class StoreReader:
         self.shards = list(range(num_shards)) if shards is None else list(shards)
         self.sub_batch = batch_size // num_shards
         self.window_chunks, self.check_finite = max(1, window_chunks), check_finite
-        self.position = position
+        self.position, self.columns = position, columns
         self._prefetch = prefetch
         self._queue: queue.Queue | None = None
         self._stop = threading.Event()
@@ -88,7 +90,7 @@ class StoreReader:
             if offset + rows <= start_row:
                 offset += rows
                 continue
-            chunks = self.store.read_chunks(ids)
+            chunks = self.store.read_chunks(ids, self.columns)
             acts = np.concatenate(chunks)
             chunk_of_row = np.concatenate([np.full(len(c), i, np.int32) for c, i in zip(chunks, ids)])
             order = _rng(self.seed, shard, n, 1).permutation(rows)

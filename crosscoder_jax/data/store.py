@@ -4,7 +4,8 @@ Layout (DESIGN.md, a stable interface):
   store.json     {"format": "crosscoder_jax.activations/1", "checkpoints": [...], "d_model": D,
                   "n_tokens": N, "dtype": "float32" | "bfloat16", "model": ..., "layer": L,
                   "chunk_size": rows per chunk, "scales": [C] or null, "progress": {"chunks_written": n}, ...}
-  activations/   zarr3 array [N, C, D], chunked along N
+  activations/   zarr3 array [N, C, D], chunked along N (and, since stores record "checkpoint_chunk",
+                 along C: one checkpoint per chunk by default; older stores hold all C in a chunk)
   tokens/        optional zarr3 int32 [N];  positions/  optional zarr3 int32 [N]
 
 The writer fills chunks in order and records progress after each, so a killed harvest resumes.
@@ -31,10 +32,12 @@ class StoreError(ValueError):
 
 
 def _array_spec(path: Path, shape: Sequence[int] | None = None, dtype: str | None = None,
-                chunk_rows: int | None = None) -> dict:
+                chunk_rows: int | None = None, chunk_checkpoints: int | None = None) -> dict:
     spec: dict[str, Any] = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}
     if shape is not None:
         chunk = [chunk_rows, *shape[1:]]
+        if len(shape) == 3 and chunk_checkpoints:
+            chunk[1] = chunk_checkpoints
         spec["metadata"] = {"shape": list(shape), "data_type": dtype,
                             "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": chunk}}}
         spec.update(create=True, delete_existing=True)
@@ -129,8 +132,12 @@ class StoreWriter:
 
 def create_store(path: str | os.PathLike, *, checkpoints: Sequence[str], d_model: int, n_tokens: int,
                  dtype: str = "float32", chunk_size: int = 8192, model: str | None = None,
-                 layer: int | None = None, with_tokens: bool = False, **extra: Any) -> StoreWriter:
-    """Creates an empty store (replacing any at `path`) and returns its writer."""
+                 layer: int | None = None, with_tokens: bool = False, checkpoint_chunk: int = 1,
+                 **extra: Any) -> StoreWriter:
+    """Creates an empty store (replacing any at `path`) and returns its writer.
+
+    Chunks hold `chunk_size` rows of `checkpoint_chunk` checkpoints (default 1), so a reader of
+    some checkpoints (a snapshot group of the training mesh) fetches only their bytes."""
     if dtype not in _DTYPES:
         raise StoreError(f"dtype {dtype!r} is not one of {_DTYPES}")
     if n_tokens < 1 or chunk_size < 1 or d_model < 1 or not checkpoints:
@@ -139,13 +146,15 @@ def create_store(path: str | os.PathLike, *, checkpoints: Sequence[str], d_model
     path.mkdir(parents=True, exist_ok=True)
     C = len(checkpoints)
     rows = min(chunk_size, n_tokens)
-    ts.open(_array_spec(path / "activations", (n_tokens, C, d_model), dtype, rows)).result()
+    if not 1 <= checkpoint_chunk <= C:
+        raise StoreError(f"checkpoint_chunk {checkpoint_chunk} must be between 1 and the {C} checkpoints")
+    ts.open(_array_spec(path / "activations", (n_tokens, C, d_model), dtype, rows, checkpoint_chunk)).result()
     if with_tokens:
         for name in ("tokens", "positions"):
             ts.open(_array_spec(path / name, (n_tokens,), "int32", rows)).result()
     meta = {"format": FORMAT, "checkpoints": list(checkpoints), "d_model": int(d_model),
             "n_tokens": int(n_tokens), "dtype": dtype, "model": model, "layer": layer,
-            "chunk_size": rows, "scales": None, "progress": {"chunks_written": 0}, **extra}
+            "chunk_size": rows, "checkpoint_chunk": int(checkpoint_chunk), "scales": None, "progress": {"chunks_written": 0}, **extra}
     _write_json_atomic(path / "store.json", meta)
     return StoreWriter(path)
 
@@ -187,9 +196,10 @@ class Store:
         start = i * self.chunk_size
         return start, min(start + self.chunk_size, self.n_tokens)
 
-    def read_chunks(self, ids: Sequence[int]) -> list[np.ndarray]:
-        """Whole chunks [rows, C, D] in the stored dtype, read concurrently."""
-        futures = [self.acts[slice(*self.chunk_rows(i))].read() for i in ids]
+    def read_chunks(self, ids: Sequence[int], columns: slice = slice(None)) -> list[np.ndarray]:
+        """Whole row chunks [rows, C', D] in the stored dtype, read concurrently; `columns` picks
+        checkpoints, and on a store chunked per checkpoint only their bytes are fetched."""
+        futures = [self.acts[slice(*self.chunk_rows(i)), columns].read() for i in ids]
         return [f.result() for f in futures]
 
     def read_rows(self, start: int, stop: int, name: str = "activations") -> np.ndarray:

@@ -21,7 +21,7 @@ from crosscoder_jax.data.store import Store
 # May differ between the run in a workdir and the command that resumes it.
 RUN_CONTROL = {"log_every", "save_every", "max_to_keep", "progress", "resume_anyway", "stop_after", "reader.prefetch",
                "distributed.coordinator", "distributed.num_processes", "distributed.process_id",
-               "mesh.data", "mesh.model", "sparse_decode"}
+               "mesh.data", "mesh.model", "mesh.snapshot", "mesh.latent", "mesh.zero", "sparse_decode"}
 
 
 class ConfigMismatch(ValueError):
@@ -43,10 +43,8 @@ def spec_from_config(config, n_checkpoints: int, d_model: int) -> Spec:
 
 
 def resolve(config) -> ml_collections.ConfigDict:
-    """A copy with defaults that depend on the job filled in (reader shards = process count)."""
+    """A copy, checked for the fields every run needs."""
     config = ml_collections.ConfigDict(config.to_dict())
-    if not config.reader.shards:
-        config.reader.shards = jax.process_count()
     if not config.activations or not config.workdir:
         raise ValueError("set --config.activations (a store directory) and --config.workdir")
     return config

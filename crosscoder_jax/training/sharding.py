@@ -1,14 +1,22 @@
 """The training mesh and the one function that maps train state to shardings.
 
-The mesh has a "data" axis (the batch is split over it) and a "model" axis (the latents F are split
-over it). The math never names a device: `state_shardings` decides every placement from the leaf
-names, and XLA's partitioner inserts the collectives (the exact top-k of `crosscoder.activations.select` is
-made of reductions, so it stays exact when latents are split).
+The mesh is `data x snapshot x latent`: the batch is split over "data", the checkpoints (snapshots)
+C over "snapshot", the latents F over "latent". `W_enc [C, D, F]` lives split over snapshot and
+latent, `W_dec [F, C, D]` over latent and snapshot, `b_dec [C, D]` over snapshot: each device holds its
+snapshots' slices of its latents. With `zero` (ZeRO-3 style) the large matrices and their Adam
+moments are split over "data" too (along D), so data parallelism does not replicate the dictionary;
+`gather_params` re-assembles a device's compute slice (one all-gather over data) at the top of the
+step, and the gradient leaves the step reduce-scattered back to the stored split.
+
+The math never names a device: `partition_spec` decides every placement from the leaf names and the
+mesh, and XLA's partitioner inserts the collectives. The encoder pre-activation is the sum over
+snapshot shards (one all-reduce of the [B/data, F/latent] partial sums), decoding is local, and the
+exact top-k of `crosscoder.activations.select` is made of reductions, so it stays exact.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -16,32 +24,40 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from crosscoder_jax.runtime.devices import DATA
 
-MODEL = "model"
+SNAPSHOT = "snapshot"
+LATENT = "latent"
+AXES = (DATA, SNAPSHOT, LATENT)
+_ZERO = "zero"  # placeholder: the dimension that is split over "data" under ZeRO
 
-# Leaves whose name is here are split over latents; everything else is replicated.
-_LATENT_SPECS = {
-    "W_enc": P(None, None, MODEL),   # [C, D, F]
-    "W_dec": P(MODEL, None, None),   # [F, C, D]
-    "b_enc": P(MODEL),               # [F]
-    "log_threshold": P(MODEL),       # [F]
-    "since_fired": P(MODEL),         # [F]
+# Mesh axis of each dimension, by leaf name; leaves not named here are replicated. Optimizer moments
+# carry their parameter's name, so they are placed like it.
+_LEAF_AXES = {
+    "W_enc": (SNAPSHOT, _ZERO, LATENT),   # [C, D, F]
+    "W_dec": (LATENT, SNAPSHOT, _ZERO),   # [F, C, D]
+    "b_dec": (SNAPSHOT, _ZERO),           # [C, D]
+    "b_enc": (LATENT,),                   # [F]
+    "log_threshold": (LATENT,),           # [F]
+    "since_fired": (LATENT,),             # [F]
 }
 
 
-def make_mesh(data: int = -1, model: int = 1, devices: list | None = None) -> Mesh:
-    """A (data, model) mesh over all devices (of every process); -1 fills that axis."""
+def make_mesh(data: int = -1, snapshot: int = 1, latent: int = 1, devices: list | None = None) -> Mesh:
+    """A (data, snapshot, latent) mesh over all devices (of every process); one axis may be -1 (fill).
+
+    Devices are laid out in `jax.devices()` order, latent fastest: with one device per process, the
+    processes of a 1 x 2 x 1 mesh own different snapshots, those of a 2 x 1 x 1 mesh different rows."""
     devices = list(jax.devices() if devices is None else devices)
     n = len(devices)
-    if data == -1 and model == -1:
+    sizes = [data, snapshot, latent]
+    if sizes.count(-1) > 1:
         raise ValueError("at most one mesh axis may be -1")
-    if data == -1:
-        data = n // model
-    if model == -1:
-        model = n // data
-    if data * model != n:
-        raise ValueError(f"mesh {data}x{model} (data x model) does not use the {n} devices present; "
-                         f"choose axes whose product is {n}")
-    return Mesh(np.asarray(devices).reshape(data, model), (DATA, MODEL))
+    if -1 in sizes:
+        rest = int(np.prod([s for s in sizes if s != -1]))
+        sizes[sizes.index(-1)] = n // rest if rest and n % rest == 0 else 0
+    if int(np.prod(sizes)) != n or min(sizes) < 1:
+        raise ValueError(f"mesh {data}x{snapshot}x{latent} (data x snapshot x latent) does not use the {n} "
+                         f"devices present; choose axes whose product is {n}")
+    return Mesh(np.asarray(devices).reshape(sizes), AXES)
 
 
 def _leaf_name(path: tuple) -> str | None:
@@ -52,34 +68,94 @@ def _leaf_name(path: tuple) -> str | None:
     return None
 
 
-def partition_spec(path: tuple, leaf: Any) -> P:
-    """The PartitionSpec of one state leaf, from its name (the last dict key or attribute)."""
-    spec = _LATENT_SPECS.get(_leaf_name(path))
-    if spec is None or getattr(leaf, "ndim", 0) != len(spec):
+def _spec(axes: tuple, shape: tuple, mesh: Mesh, zero: bool) -> P:
+    out = []
+    for axis, size in zip(axes, shape):
+        if axis == _ZERO:
+            axis = DATA if zero else None
+        out.append(axis if axis is not None and mesh.shape[axis] > 1 and size % mesh.shape[axis] == 0 else None)
+    return P(*out)
+
+
+def partition_spec(path: tuple, leaf: Any, mesh: Mesh, zero: bool = True) -> P:
+    """The PartitionSpec of one state leaf, from its name (the last dict key or attribute) and the
+    mesh. A dimension is split only over a mesh axis whose size divides it (`check_divisible` makes
+    sure the batch, C and F do); under `zero` the D dimension of the matrices also goes over data."""
+    axes = _LEAF_AXES.get(_leaf_name(path))
+    shape = tuple(getattr(leaf, "shape", ()))
+    if axes is None or len(shape) != len(axes):
         return P()
-    return spec
+    return _spec(axes, shape, mesh, zero)
 
 
-def state_shardings(state: Any, mesh: Mesh) -> Any:
+def state_shardings(state: Any, mesh: Mesh, zero: bool = True) -> Any:
     """NamedSharding for every leaf of a train state (params, optimizer moments, counters)."""
-    return jax.tree_util.tree_map_with_path(lambda p, x: NamedSharding(mesh, partition_spec(p, x)), state)
+    return jax.tree_util.tree_map_with_path(
+        lambda p, x: NamedSharding(mesh, partition_spec(p, x, mesh, zero)), state)
+
+
+def gather_params(mesh: Mesh) -> Callable[[dict], dict]:
+    """params -> params placed for compute: the ZeRO split over data undone (an all-gather), the
+    snapshot and latent splits kept. Used inside the jitted step; the identity without a data axis."""
+
+    def gather(params: dict) -> dict:
+        if mesh.shape[DATA] == 1:
+            return params
+        return {k: jax.lax.with_sharding_constraint(
+            v, NamedSharding(mesh, partition_spec((jax.tree_util.DictKey(k),), v, mesh, zero=False)))
+            for k, v in params.items()}
+
+    return gather
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device holds the whole value (small outputs each process reads)."""
+    return NamedSharding(mesh, P())
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Activations [B, C, D]: batch over the data axis."""
-    return NamedSharding(mesh, P(DATA, None, None))
+    """Activations [B, C, D]: batch over data, checkpoints over snapshot."""
+    return NamedSharding(mesh, P(DATA, SNAPSHOT, None))
 
 
-def check_divisible(mesh: Mesh, batch_size: int, dict_size: int) -> None:
-    d, m = mesh.shape[DATA], mesh.shape[MODEL]
-    if batch_size % d:
-        raise ValueError(f"batch_size {batch_size} is not divisible by the data axis ({d} devices)")
-    if dict_size % m:
-        raise ValueError(f"dict_size {dict_size} is not divisible by the model axis ({m} devices)")
+def check_divisible(mesh: Mesh, batch_size: int, dict_size: int, n_checkpoints: int) -> None:
+    for what, n, axis in (("batch_size", batch_size, DATA), ("dict_size", dict_size, LATENT),
+                          ("the number of checkpoints", n_checkpoints, SNAPSHOT)):
+        if n % mesh.shape[axis]:
+            raise ValueError(f"{what} ({n}) is not divisible by the {axis} axis of the mesh "
+                             f"({mesh.shape[axis]} devices); change it or --config.mesh.{axis}")
 
 
-def global_batch(local_BCD: np.ndarray, mesh: Mesh) -> jax.Array:
-    """The global batch from this process's rows (process p holds the p-th block of the batch)."""
+def local_block(mesh: Mesh, global_shape: tuple[int, int, int]) -> tuple[slice, slice]:
+    """The rows and checkpoint columns of the global batch [B, C, D] that this process's devices
+    hold: it reads exactly these from the store. Raises if they do not form one rectangle."""
+    index = batch_sharding(mesh).addressable_devices_indices_map(global_shape)
+    rows = sorted({(i[0].start or 0, i[0].stop or global_shape[0]) for i in index.values()})
+    cols = sorted({(i[1].start or 0, i[1].stop or global_shape[1]) for i in index.values()})
+    r0, r1, c0, c1 = rows[0][0], rows[-1][1], cols[0][0], cols[-1][1]
+    covered = sum(b - a for a, b in rows) == r1 - r0 and sum(b - a for a, b in cols) == c1 - c0
+    if not covered:
+        raise ValueError(f"process {jax.process_index()} holds a non-contiguous part of the batch "
+                         f"(rows {rows}, checkpoints {cols}); order the mesh devices by process")
+    return slice(r0, r1), slice(c0, c1)
+
+
+def global_batch(local_BCD: np.ndarray, mesh: Mesh, global_shape: tuple[int, int, int] | None = None,
+                 block: tuple[slice, slice] | None = None) -> jax.Array:
+    """The global batch [B, C, D] from this process's block of it (`local_block`; on one process
+    the block is the whole batch and `global_shape` may be left out)."""
     sharding = batch_sharding(mesh)
-    shape = (local_BCD.shape[0] * jax.process_count(), *local_BCD.shape[1:])
-    return jax.make_array_from_process_local_data(sharding, local_BCD, shape)
+    if global_shape is None:
+        if jax.process_count() > 1:
+            raise ValueError("several processes: pass the global batch shape")
+        global_shape = local_BCD.shape
+    rows, cols = block if block is not None else local_block(mesh, global_shape)
+    if local_BCD.shape != (rows.stop - rows.start, cols.stop - cols.start, global_shape[2]):
+        raise ValueError(f"this process's batch has shape {local_BCD.shape}; its block of the global batch "
+                         f"{tuple(global_shape)} is rows {rows.start}:{rows.stop}, checkpoints {cols.start}:{cols.stop}")
+    arrays = []
+    for device, idx in sharding.addressable_devices_indices_map(tuple(global_shape)).items():
+        r = slice((idx[0].start or 0) - rows.start, (idx[0].stop or global_shape[0]) - rows.start)
+        c = slice((idx[1].start or 0) - cols.start, (idx[1].stop or global_shape[1]) - cols.start)
+        arrays.append(jax.device_put(local_BCD[r, c], device))
+    return jax.make_array_from_single_device_arrays(tuple(global_shape), sharding, arrays)

@@ -1,6 +1,6 @@
 """Training: the train state, one jitted sharded step, the optimizer schedule, and the resumable loop.
 
-`train(config)` reads an activation store, trains a crosscoder on a (data, model) mesh, logs to
+`train(config)` reads an activation store, trains a crosscoder on a (data, snapshot, latent) mesh, logs to
 `<workdir>/metrics.jsonl`, checkpoints everything needed to continue exactly (params, optimizer
 state, step, reader position, batchtopk threshold, dead-latent counters, scales) with orbax, and
 writes `<workdir>/crosscoder.safetensors` at the end. Rerunning the same command resumes.
@@ -77,14 +77,23 @@ def init_state(key: jax.Array, spec: Spec, tx: optax.GradientTransformation, sca
                       scales=jnp.asarray(scales_C, jnp.float32), data_position=jnp.int32(0))
 
 
+def _same(tree):
+    return tree
+
+
 def train_step(state: TrainState, x_BCD: jax.Array, *, spec: Spec, tx: optax.GradientTransformation,
-               schedule: Callable) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer step on a raw batch x [B, C, D]; returns the new state and metrics."""
+               schedule: Callable, to_compute: Callable = _same,
+               to_stored: Callable = _same) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step on a raw batch x [B, C, D]; returns the new state and metrics.
+
+    `to_compute` places the stored params for the loss and `to_stored` places the gradients like the
+    stored params (the sharding's all-gather and reduce-scatter under ZeRO; identities otherwise)."""
     act = activations.get(spec.activation)
     x_BCD = x_BCD.astype(jnp.float32) * state.scales[None, :, None]
     dead_F = state.since_fired >= spec.dead_tokens
     grad_fn = jax.value_and_grad(crosscoder.loss_fn, has_aux=True)
-    (loss, aux), grads = grad_fn(state.params, state.act_state, x_BCD, spec, state.step, dead_F)
+    (loss, aux), grads = grad_fn(to_compute(state.params), state.act_state, x_BCD, spec, state.step, dead_F)
+    grads = to_stored(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     f_BF = aux["f_BF"]
@@ -105,17 +114,35 @@ def train_step(state: TrainState, x_BCD: jax.Array, *, spec: Spec, tx: optax.Gra
 def build(config, n_checkpoints: int, d_model: int, scales_C, mesh):
     """Spec, optimizer, abstract state, shardings and the jitted init and step for a config."""
     spec = runconfig.spec_from_config(config, n_checkpoints, d_model)
-    sharding.check_divisible(mesh, config.batch_size, spec.dict_size)
+    sharding.check_divisible(mesh, config.batch_size, spec.dict_size, n_checkpoints)
     tx, schedule = make_optimizer(config)
     init = functools.partial(init_state, spec=spec, tx=tx, scales_C=jnp.asarray(scales_C, jnp.float32))
     key = jax.random.key(config.seed)
     abstract = jax.eval_shape(init, key)
-    shardings = sharding.state_shardings(abstract, mesh)
+    shardings = sharding.state_shardings(abstract, mesh, zero=config.mesh.zero)
     init_fn = jax.jit(init, out_shardings=shardings)
-    step_fn = jax.jit(functools.partial(train_step, spec=spec, tx=tx, schedule=schedule),
+    to_stored = functools.partial(jax.lax.with_sharding_constraint, shardings=shardings.params)
+    step_fn = jax.jit(functools.partial(train_step, spec=spec, tx=tx, schedule=schedule,
+                                        to_compute=sharding.gather_params(mesh), to_stored=to_stored),
                       in_shardings=(shardings, sharding.batch_sharding(mesh)),
-                      out_shardings=(shardings, None), donate_argnums=(0,))
+                      # metrics replicated: per-snapshot ones would otherwise stay split over processes
+                      out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=(0,))
     return spec, key, abstract, shardings, init_fn, step_fn
+
+
+def _reader(store: Store, config, block: tuple[slice, slice], position: int) -> StoreReader:
+    """The reader of this process's block of every batch: its rows come from the reader shards
+    that cover them (the stream is a function of the shard count alone, so any process layout sees
+    the same global batches) and only its checkpoints' columns are read."""
+    rows, cols = block
+    num_shards = config.reader.shards
+    sub = config.batch_size // num_shards
+    if config.batch_size % num_shards or rows.start % sub or rows.stop % sub:
+        raise ValueError(f"reader.shards={num_shards} does not cut the batch ({config.batch_size}) at this "
+                         f"process's rows {rows.start}:{rows.stop}; use a multiple of the process row blocks")
+    return StoreReader(store, config.batch_size, seed=config.seed, num_shards=num_shards,
+                       shards=range(rows.start // sub, rows.stop // sub), window_chunks=config.reader.window_chunks,
+                       prefetch=config.reader.prefetch, position=position, columns=cols)
 
 
 def _host(tree):
@@ -130,8 +157,13 @@ def train(config) -> dict[str, Any]:
     workdir = Path(config.workdir)
     store = Store(config.activations)
     config = runconfig.resolve(config)
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.snapshot, config.mesh.latent)
+    sharding.check_divisible(mesh, config.batch_size, config.dict_size, store.n_checkpoints)
+    batch_shape = (config.batch_size, store.n_checkpoints, store.d_model)
+    block = sharding.local_block(mesh, batch_shape)
+    if not config.reader.shards:  # recorded, since the data stream depends on it
+        config.reader.shards = config.batch_size // (block[0].stop - block[0].start)
     runconfig.check_or_save(workdir, config)
-    mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
     scales = runconfig.scales_for(store, config)
     spec, key, abstract, shardings, init_fn, step_fn = build(
         config, store.n_checkpoints, store.d_model, scales, mesh)
@@ -149,11 +181,9 @@ def train(config) -> dict[str, Any]:
     if jax.process_index() == 0:
         log.drop_after(start)
         log.write({"event": "start" if start == 0 else "resume", "step": start, "processes": jax.process_count(),
-                   "devices": jax.device_count(), "mesh": dict(mesh.shape)})
-    shards = [s for s in range(config.reader.shards) if s % jax.process_count() == jax.process_index()]
-    reader = StoreReader(store, config.batch_size, seed=config.seed, num_shards=config.reader.shards,
-                         shards=shards, window_chunks=config.reader.window_chunks,
-                         prefetch=config.reader.prefetch, position=int(state.data_position))
+                   "devices": jax.device_count(), "mesh": dict(mesh.shape),
+                   "block": {"rows": [block[0].start, block[0].stop], "checkpoints": [block[1].start, block[1].stop]}})
+    reader = _reader(store, config, block, int(state.data_position))
     bar = progress(config.steps, initial=start, desc="train", unit="step",
                    disable=jax.process_index() != 0 or not config.progress)
     last = {"time": time.time(), "step": start}
@@ -177,7 +207,7 @@ def train(config) -> dict[str, Any]:
             except NonFiniteActivations as e:
                 raise TrainingError(f"at step {step}: {e}. The last good checkpoint is step "
                                     f"{mngr.latest_step()} in {workdir / 'checkpoints'}.") from e
-            state, metrics = step_fn(state, sharding.global_batch(batch.acts_BCD, mesh))
+            state, metrics = step_fn(state, sharding.global_batch(batch.acts_BCD, mesh, batch_shape, block))
             if prev is not None:
                 check(*prev)  # one step behind, so the host never stalls the device
             prev = (metrics, step)

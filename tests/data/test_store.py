@@ -95,12 +95,45 @@ def test_reader_reads_one_window_at_a_time(full_store, monkeypatch):
     """What keeps a store larger than RAM trainable: reads are whole chunks, a window at a time."""
     calls = []
     orig = Store.read_chunks
-    monkeypatch.setattr(Store, "read_chunks", lambda self, ids: calls.append(list(ids)) or orig(self, ids))
+    monkeypatch.setattr(Store, "read_chunks", lambda self, ids, cols=slice(None): calls.append(list(ids))
+                        or orig(self, ids, cols))
     r = StoreReader(full_store, 16, window_chunks=2, prefetch=0)
     for _ in range(30):
         next(r)
     assert calls and max(len(c) for c in calls) <= 2
     assert sum(len(c) for c in calls) <= 30 * 16 // CHUNK + 2
+
+
+def test_a_snapshot_group_reads_only_its_checkpoints_bytes(full_store, tmp_path):
+    """Stores are chunked per checkpoint: the reader of checkpoint "b" gets the same rows as a full
+    reader's column b, and the chunk files it would open hold no other checkpoint."""
+    assert json.loads((full_store.path / "store.json").read_text())["checkpoint_chunk"] == 1
+    chunk_files = {p.relative_to(full_store.path / "activations").parts[1:3]
+                   for p in (full_store.path / "activations" / "c").rglob("*") if p.is_file()}
+    assert chunk_files == {(str(i), str(c)) for i in range(full_store.n_chunks) for c in range(C)}
+    full, col = StoreReader(full_store, 40, seed=2, prefetch=0), StoreReader(full_store, 40, seed=2, prefetch=0,
+                                                                             columns=slice(1, 2))
+    for _ in range(5):
+        np.testing.assert_array_equal(next(col).acts_BCD, next(full).acts_BCD[:, 1:2])
+
+
+def test_stores_with_all_checkpoints_in_a_chunk_stay_readable(tmp_path):
+    """Stores written before per-checkpoint chunking hold [rows, C, D] per chunk and no
+    "checkpoint_chunk" field; a column reader reads them too."""
+    path = tmp_path / "old"
+    w = create_store(path, checkpoints=["a", "b"], d_model=D, n_tokens=N, chunk_size=CHUNK, checkpoint_chunk=C)
+    x = rows()
+    for i in range(w.n_chunks):
+        a, b = w.chunk_rows(i)
+        w.write_chunk(i, x[a:b])
+    meta = json.loads((path / "store.json").read_text())
+    del meta["checkpoint_chunk"]
+    (path / "store.json").write_text(json.dumps(meta))
+    assert not (path / "activations" / "c" / "0" / "1").exists()
+    s = Store(path)
+    full, col = StoreReader(s, 40, seed=2, prefetch=0), StoreReader(s, 40, seed=2, prefetch=0, columns=slice(1, 2))
+    for _ in range(5):
+        np.testing.assert_array_equal(next(col).acts_BCD, next(full).acts_BCD[:, 1:2])
 
 
 def test_scales_estimate(tmp_path):

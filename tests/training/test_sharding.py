@@ -1,18 +1,49 @@
-"""Sharded equals unsharded: meshes 8x1, 4x2, 1x8 on 8 fake CPU devices against one device."""
+"""Sharded equals unsharded: (data x snapshot x latent) meshes 2x2x2, 1x4x2, 1x8x1, 8x1x1 on 8 fake CPU
+devices against one device, every activation function; and each device holds 1/8 of the encoder."""
 
 import json
 import subprocess
 import sys
 
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
 from conftest import ROOT, subprocess_env
+from crosscoder_jax.training import sharding
 
 
 def test_meshes_give_the_same_parameters_after_20_steps():
     env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=8")
     out = subprocess.run([sys.executable, str(ROOT / "tests" / "sharded_check.py"), "batchtopk", "topk", "l1",
-                          "jumprelu"], env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+                          "jumprelu"], env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.split("RESULT ", 1)[1])
-    assert len(result) == 12
+    assert len(result) == 20
     for name, r in result.items():
         assert r["params"] < 1e-5 and r["state"] < 1e-5 and r["dead_equal"], (name, r)
+        # ZeRO: every mesh splits the encoder into 8 (data along D); without ZeRO data replicates it
+        assert r["W_enc_share"] == (1.0 if "no-zero" in name else 1 / 8), (name, r)
+    assert result["batchtopk 2x2x2"]["specs"] == {"W_enc": str(P("snapshot", "data", "latent")),
+                                                  "W_dec": str(P("latent", "snapshot", "data")),
+                                                  "b_dec": str(P("snapshot", "data"))}
+
+
+def test_partition_specs_follow_the_mesh_and_divisibility():
+    mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    leaf = jax.ShapeDtypeStruct((3, 16, 64), np.float32)
+    path = (jax.tree_util.DictKey("W_enc"),)
+    assert sharding.partition_spec(path, leaf, mesh) == P(None, None, None)
+    assert sharding.partition_spec((jax.tree_util.DictKey("other"),), leaf, mesh) == P()
+    with pytest.raises(ValueError, match="snapshot axis"):
+        sharding.check_divisible(FakeMesh(1, 2, 1), 64, 64, 3)
+    with pytest.raises(ValueError, match="latent axis"):
+        sharding.check_divisible(FakeMesh(1, 1, 3), 64, 64, 3)
+    with pytest.raises(ValueError, match="devices present"):
+        sharding.make_mesh(2, 1, 1, devices=jax.devices()[:1])
+
+
+class FakeMesh:
+    def __init__(self, data, snapshot, latent):
+        self.shape = {"data": data, "snapshot": snapshot, "latent": latent}
