@@ -17,6 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.threshold = 0.1         # per-(position, latent) |IE| threshold
     c.reduce = "mean"         # mean | sum over positions
     c.top = 10                # union of the top latents by |IE| per checkpoint
+    c.tau = 0.3               # lifecycles: onset = first snapshot whose |IE| reaches tau * peak for 2 snapshots
     c.validate_top = 0        # >0: Spearman of IG and AtP with exact patching over this many latents
     c.batch_size = 32
     c.model_dtype = "float32"

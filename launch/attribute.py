@@ -35,7 +35,7 @@ def main(argv):
                                        steps=c.steps, patch=c.patch, eps_patch=c.eps_patch, threshold=c.threshold,
                                        reduce=c.reduce, top=c.top, drop_bos=meta["drop_bos"],
                                        batch_size=c.batch_size, validate_top=c.validate_top,
-                                       show_progress=c.progress)
+                                       show_progress=c.progress, tau=c.tau)
         result["summary"]["pairs"] = {k: v for k, v in report.items() if k != "kept_index"}
         csv_path, _ = analysis.write_outputs(result, out, path.stem)
         s = result["summary"]

@@ -1,5 +1,6 @@
 """One task, end to end: IE of every latent per checkpoint, selection, RelIE / RelDec, classes,
-lifecycles, the ablation validation, and (optionally) IG and AtP against exact patching.
+lifecycles (the paper's labels, and onset / peak / offset over N snapshots, causal and from decoder
+norms, with their lag), the ablation validation, and (optionally) IG and AtP against exact patching.
 
 `analyze_task` returns a JSON-ready summary and one row per selected latent; `write_outputs`
 writes them as `<task>.csv` and `<task>.json`.
@@ -15,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from crosscoder_jax.analysis import attribution, relie
+from crosscoder_jax.analysis import attribution, relie, timeline
 from crosscoder_jax.crosscoder.export import Crosscoder
 from crosscoder_jax.data.tasks import Prompts, task_metrics
 
@@ -38,7 +39,8 @@ def _validate(lms, cc, prompts, layer, ig_ie_CF, drop_bos, batch_size, top, step
 def analyze_task(lms: Sequence, names: Sequence[str], cc: Crosscoder, prompts: Prompts, layer: int, *,
                  method: str = "ig", steps: int = 10, patch: str = "zero", eps_patch: str = "clean",
                  threshold: float = 0.1, reduce: str = "mean", top: int = 10, drop_bos: bool = True,
-                 batch_size: int = 32, validate_top: int = 0, show_progress: bool = False) -> dict[str, Any]:
+                 batch_size: int = 32, validate_top: int = 0, show_progress: bool = False,
+                 tau: float = 0.3) -> dict[str, Any]:
     """Everything the paper reports for one task (see the module docstring)."""
     t0 = time.time()
     res = attribution.attribute(lms, cc, prompts, layer, method=method, steps=steps, patch=patch, eps_patch=eps_patch,
@@ -57,21 +59,29 @@ def analyze_task(lms: Sequence, names: Sequence[str], cc: Crosscoder, prompts: P
     if len(chosen):
         ie_k = ie[:, chosen]
         rel = relie.rel_ie(ie_k)
-        rdec = relie.rel_dec(np.asarray(cc.params["W_dec"]), chosen)
+        W_dec_KCD = np.asarray(cc.params["W_dec"], np.float64)[chosen]
+        rdec = relie.rel_dec(W_dec_KCD, np.arange(len(chosen)))
+        decnorm = np.linalg.norm(W_dec_KCD, axis=-1).T  # [C, K]
         classes = relie.classify(rel, names)
         life = relie.lifecycles(ie_k, names)
+        lines = timeline.latent_timelines(ie_k, decnorm, names, tau=tau)
         delta = attribution.exact_effects(lms, cc, prompts, layer, chosen, drop_bos=drop_bos, batch_size=batch_size)
         summary["ablation"] = relie.ablation_correlations(delta, rel, rdec)
         summary["classes"] = {k: classes.count(k) for k in sorted(set(classes))}
         summary["lifecycles"] = {k: [l["label"] for l in life].count(k) for k in sorted({l["label"] for l in life})}
+        summary["timeline"] = {"tau": tau, "steps": timeline.steps_of(names),
+                               "causal_onsets_by_tau": timeline.onset_counts(ie_k, names),
+                               "repr_onsets_by_tau": timeline.onset_counts(decnorm, names),
+                               "lag": timeline.lag_summary(lines)}
         for k, latent in enumerate(chosen):
             row: dict[str, Any] = {"latent": int(latent)}
             row.update({f"ie_{n}": float(ie_k[c, k]) for c, n in enumerate(names)})
             row.update({f"relie_{n}": float(rel[c, k]) for c, n in enumerate(names)})
             row.update({f"reldec_{n}": float(rdec[c, k]) for c, n in enumerate(names)})
             row.update({f"ablation_{n}": float(delta[c, k]) for c, n in enumerate(names)})
+            row.update({f"decnorm_{n}": float(decnorm[c, k]) for c, n in enumerate(names)})
             row.update({"class": classes[k], "lifecycle": life[k]["label"], "emerges": life[k]["emerges"],
-                        "discontinued": life[k]["discontinued"]})
+                        "discontinued": life[k]["discontinued"], **lines[k]})
             rows.append(row)
     else:
         summary["note"] = f"no latent has an IE above the threshold {threshold} in any checkpoint"

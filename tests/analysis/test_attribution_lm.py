@@ -66,6 +66,12 @@ def test_analyze_task_writes_csv_and_summary(setup, tmp_path):
     s = json.loads(json_path.read_text())
     assert set(s["task"]) == {"m0", "m1"} and "rho_relie" in s["ablation"]
     assert len(s["validation"]["ig_vs_exact"]) == 2
+    # lifecycles over the series: decoder norms of the normalised weights, onsets from both
+    W = np.asarray(cc.params["W_dec"], np.float64)
+    for r in rows:
+        assert float(r["decnorm_m1"]) == pytest.approx(np.linalg.norm(W[int(r["latent"]), 1]), rel=1e-5)
+        assert r["causal_onset"] in ("m0", "m1") and r["repr_onset"] in ("m0", "m1")
+    assert set(s["timeline"]["causal_onsets_by_tau"]) == {"0.1", "0.3", "0.5"}
 
 
 def test_mean_ablation_patches_to_the_mean_code(setup):
