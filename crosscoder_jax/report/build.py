@@ -34,7 +34,7 @@ import numpy as np
 from crosscoder_jax import crosscoder as cc_mod
 from crosscoder_jax.analysis import labels as labels_mod
 from crosscoder_jax.data.store import Store
-from crosscoder_jax.report import render
+from crosscoder_jax.report import render, trajectory
 from crosscoder_jax.synthetic import vocab
 from crosscoder_jax.synthetic.pairs import ATTRACTOR_TASK
 
@@ -86,7 +86,7 @@ def load_attribution(directory: Path | None) -> dict[str, dict[str, Any]]:
         for r in rows:
             r["latent"] = int(r["latent"])
             for k in list(r):
-                if k.split("_")[0] in ("ie", "relie", "reldec", "ablation"):
+                if k.split("_")[0] in ("ie", "relie", "reldec", "ablation", "decnorm"):
                     r[k] = float(r[k]) if r[k] not in ("", None) else float("nan")
         summary = _json(path.with_suffix(".json"))
         if summary is not None:
@@ -257,19 +257,26 @@ def summarize(run: dict[str, Any], lat: dict[str, Any] | None, attractor_task: s
               "label_counts": lat["label_counts"]})
     subj = []
     order = {n: k for k, n in enumerate(names)}
+    onset = {x["latent"]: x["onset"] for x in trajectory.latent_rows(run, attractor_task)}
     for i, info in sorted(selected.items()):
         if i < len(labs) and labels_mod.is_subject_number(labs[i]["property"]):
-            e = info["emerges"]
-            rel = None
-            if jump and e in order:
-                rel = "at" if order[e] == order[jump["at"]] else "before" if order[e] < order[jump["at"]] else "after"
+            o = onset.get(i)
+            rel = gap = None
+            if jump and o is not None:
+                gap = o - order[jump["at"]]
+                rel = "at" if gap == 0 else "before" if gap < 0 else "after"
             subj.append({"latent": i, "property": labs[i]["property"], "corr": labs[i]["corr"],
-                         "labelled": labs[i]["labelled"], "task": info["task"], "emerges": e,
-                         "discontinued": info["discontinued"], "vs_jump": rel})
+                         "labelled": labs[i]["labelled"], "task": info["task"],
+                         "causal_onset": None if o is None else names[o], "emerges": info["emerges"],
+                         "discontinued": info["discontinued"], "vs_jump": rel, "snapshots_from_jump": gap})
     s["subject_number_latents"] = subj
     lab_subj = [x for x in subj if x["labelled"]]
     s["subject_number_vs_jump"] = {k: sum(x["vs_jump"] == k for x in lab_subj) for k in ("before", "at", "after")}
     s["subject_number_vs_jump"]["labelled"] = len(lab_subj)
+    if jump:
+        s["subject_number_onset_near_jump"] = trajectory.onsets_near_jump(
+            [None if x["snapshots_from_jump"] is None else x["snapshots_from_jump"] + order[jump["at"]]
+             for x in lab_subj], order[jump["at"]])
     return s
 
 
@@ -296,7 +303,7 @@ def write_report(demo_dir=None, out_dir=None, *, pretrain=None, store=None, cros
     selected = selected_latents(run, max_cards)
     lat = analyze_latents(run, selected, max_tokens, n_contexts, threshold)
     summary = summarize(run, lat, attractor_task, threshold)
-    figures = render.make_figures(run, lat, attractor_task)
+    figures = render.make_figures(run, lat, attractor_task, summary.get("attractor_jump"))
     for name, png in figures.items():
         if png is not None:
             (out / f"{name}.png").write_bytes(png)

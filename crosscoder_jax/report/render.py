@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from crosscoder_jax.report import figures as figs
+from crosscoder_jax.report import figures as figs, trajectory
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;color:#222}
@@ -61,9 +61,41 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1, 
     return f'<table class="{cls}">{h}{body}</table>'
 
 
-def make_figures(run: dict[str, Any], lat: dict[str, Any] | None, attractor_task: str) -> dict[str, bytes | None]:
+_MAX_TIMELINE_ROWS = 80
+
+
+def _lead_figures(run: dict[str, Any], attractor_task: str, jump: dict[str, Any] | None) -> dict[str, bytes | None]:
+    """The timeline (latents x snapshots under the accuracy curve), the onset histogram and the
+    representational-vs-causal onset scatter."""
+    names, steps = run["names"], trajectory.steps_of_run(run)
+    rows = every = trajectory.latent_rows(run, attractor_task)
+    if len(rows) > _MAX_TIMELINE_ROWS:  # the strongest, kept in onset order
+        keep = set(sorted(range(len(rows)), key=lambda j: -np.nanmax(rows[j]["abs_ie"]))[:_MAX_TIMELINE_ROWS])
+        rows = [r for j, r in enumerate(rows) if j in keep]
+    if not rows or steps is None or len(names) < 2:
+        return {"timeline": None, "onset_histogram": None, "onset_scatter": None}
+    share = np.array([r["abs_ie"] / max(np.nanmax(r["abs_ie"]), 1e-30) for r in rows])
+    labels = [f"#{r['latent']} {r['task']}" for r in rows]
+    acc = None
+    if run["curves"]:
+        recs = sorted(run["curves"]["checkpoints"], key=lambda r: r["step"])
+        acc = ([r["step"] for r in recs], [r["tasks"].get(attractor_task, {}).get("accuracy", np.nan) for r in recs])
+    idx = {n: k for k, n in enumerate(names)}
+    span = (steps[idx[jump["from"]]], steps[idx[jump["at"]]]) if jump and jump["at"] in idx else None
+    causal = {n: sum(r["onset"] == k for r in every) for k, n in enumerate(names)}
+    rep = {n: sum(r["repr_onset"] == k for r in every) for k, n in enumerate(names)}
+    both = [r for r in every if r["onset"] is not None and r["repr_onset"] is not None]
+    return {"timeline": figs.timeline(share, steps, names, labels, [r["repr_onset"] for r in rows], acc, span,
+                                      attractor_task),
+            "onset_histogram": figs.onset_histogram(causal, rep, steps, names, span[1] if span else None),
+            "onset_scatter": figs.onset_scatter([r["repr_onset"] for r in both], [r["onset"] for r in both], names)
+            if both else None}
+
+
+def make_figures(run: dict[str, Any], lat: dict[str, Any] | None, attractor_task: str,
+                 jump: dict[str, Any] | None = None) -> dict[str, bytes | None]:
     names = run["names"]
-    out: dict[str, bytes | None] = {}
+    out: dict[str, bytes | None] = _lead_figures(run, attractor_task, jump)
     out["accuracy_curves"] = figs.accuracy_curves(run["curves"], names, attractor_task) if run["curves"] else None
     out["training_curve"] = figs.training_curve(run["metrics"], names) if any("loss" in r for r in run["metrics"]) else None
     ok = lat is not None and "error" not in lat and len(lat["live"]) > 0
@@ -163,12 +195,16 @@ def _summary_html(s: dict[str, Any]) -> str:
              ["selected latents labelled", f'{s["n_selected_labelled"]} of {s["n_selected"]}'],
              ["labels of live latents", ", ".join(f"{k}: {v}" for k, v in list(s["label_counts"].items())[:12]) or "none"]]
     v = s["subject_number_vs_jump"]
-    rows.append(["labelled subject-number latents: emergence vs. the jump",
+    rows.append(["labelled subject-number latents: causal onset vs. the jump",
                  f'{v["labelled"]} latents; before {v["before"]}, at {v["at"]}, after {v["after"]}'])
+    near = s.get("subject_number_onset_near_jump")
+    if near:
+        rows.append(["... with the onset within one snapshot of the jump",
+                     f'{near["within"]} of {near["n"]} ({_fmt(near["fraction"], 3)})'])
     out = _table(["", ""], rows, left=2, cls="sum")
     if s["subject_number_latents"]:
-        out += _table(["latent", "label", "corr", "labelled", "task", "emerges", "discontinued", "vs jump"],
-                      [[x["latent"], x["property"], x["corr"], x["labelled"], x["task"], x["emerges"],
+        out += _table(["latent", "label", "corr", "labelled", "task", "causal onset", "discontinued", "vs jump"],
+                      [[x["latent"], x["property"], x["corr"], x["labelled"], x["task"], x["causal_onset"],
                         x["discontinued"] or "", x["vs_jump"]] for x in s["subject_number_latents"]], left=8)
     return out
 
@@ -200,11 +236,16 @@ def render(run: dict[str, Any], lat: dict[str, Any] | None, summary: dict[str, A
              "</head><body>", "<h1>Crosscoder report</h1>",
              '<p class="small">' + " · ".join(f"{k}: {_e(v)}" for k, v in p.items()) +
              f"<br>crosscoded checkpoints: {_e(', '.join(names) or 'unknown')}</p>"]
+    no_rows = "no attribution CSVs with selected latents, or no training steps for the snapshots"
+    parts += ["<h2>Timeline: when each latent matters</h2>", _img(b64.get("timeline"), "timeline", no_rows),
+              "<h2>Onsets against training steps</h2>", _img(b64.get("onset_histogram"), "onset histogram", no_rows),
+              "<h2>Represented before it is used? Representational vs causal onset</h2>",
+              _img(b64.get("onset_scatter"), "onset scatter", "needs decoder norms (the crosscoder or decnorm columns)"),
+              "<h2>Crosscoder quality per snapshot</h2>", _quality(run),
+              _img(b64.get("training_curve"), "training curve", "no metrics.jsonl")]
     parts += ["<h2>Summary</h2>", _summary_html(summary)]
     parts += ["<h2>Task accuracy over pretraining</h2>",
               _img(b64.get("accuracy_curves"), "accuracy curves", "no task_curves.json in the pretraining dir")]
-    parts += ["<h2>Crosscoder quality</h2>", _quality(run),
-              _img(b64.get("training_curve"), "training curve", "no metrics.jsonl")]
     why = "needs the crosscoder and the store" if lat is None else lat.get("error", "no live latents")
     parts += ["<h2>Relative decoder norms (live latents)</h2>", _img(b64.get("reldec_distribution"), "RelDec", why)]
     parts += ["<h2>RelIE of the selected latents</h2>"]
@@ -236,6 +277,9 @@ def summary_text(s: dict[str, Any]) -> str:
         v = s["subject_number_vs_jump"]
         lines.append(f"[report] labelled {s['n_labelled_live']} of {s['n_live']} live latents at |corr| >= "
                      f"{s['label_threshold']}; selected {s['n_selected_labelled']} of {s['n_selected']}")
-        lines.append(f"[report] subject-number latents (labelled) {v['labelled']}: emerge before the jump {v['before']}, "
-                     f"at it {v['at']}, after {v['after']}")
+        lines.append(f"[report] subject-number latents (labelled) {v['labelled']}: causal onset before the jump "
+                     f"{v['before']}, at it {v['at']}, after {v['after']}")
+        near = s.get("subject_number_onset_near_jump")
+        if near:
+            lines.append(f"[report] ... within one snapshot of the jump: {near['within']} of {near['n']}")
     return "\n".join(lines)

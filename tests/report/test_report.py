@@ -135,14 +135,19 @@ def test_report_renders_in_chromium(tmp_path, chromium):
     assert "http://" not in html and "https://" not in html and "src=\"data:image/png;base64," in html
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert {"accuracy_curves.png", "reldec_distribution.png", f"relie_{TASK}.png", "lifecycle.png",
-            "training_curve.png"} <= set(pngs)
+            "training_curve.png", "timeline.png", "onset_histogram.png", "onset_scatter.png"} <= set(pngs)
+    # the report leads with the timeline, then the onsets and the quality per snapshot, then the rest
+    heads = re.findall(r"<h2>(.*?)</h2>", html)
+    assert heads[0].startswith("Timeline") and heads[1].startswith("Onsets") and heads.index("Summary") > 3
     assert json.loads((out / "report_summary.json").read_text())["n_selected"] == 3
     # the measurement: the planted latent is labelled with the subject's number and emerges at the jump
     assert summary["attractor_jump"]["at"] == "step30"
     assert summary["n_labelled_live"] >= 1
     subj = {x["latent"]: x for x in summary["subject_number_latents"]}
     assert subj[0]["property"] == "subj_number==pl" and subj[0]["corr"] > 0.9 and subj[0]["vs_jump"] == "at"
+    assert subj[0]["causal_onset"] == "step30" and subj[0]["snapshots_from_jump"] == 0
     assert summary["subject_number_vs_jump"]["at"] >= 1
+    assert summary["subject_number_onset_near_jump"]["within"] >= 1
 
     dom = _chromium(chromium, (out / "report.html").as_uri(), tmp_path / "chrome1", "--dump-dom")
     n_img = html.count("<img ")
