@@ -13,6 +13,8 @@ from configs import attribute, crosscoder, harvest, pretrain
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.workdir = "runs/demo"
+    c.n_snapshots = 8                        # crosscoded checkpoints, chosen over the whole series (log-spaced,
+                                             # dense at the jump); 3: the paper's triplet (dip, after, final)
     c.checkpoints = ""                       # e.g. "step126,step355,step2000"; "" chooses automatically
     c.selection_task = "across_pp_attractor" # checkpoints are chosen around this task's accuracy jump
     c.layer = -1                             # -1: block n_layers // 2 (the paper: 8 of 16; here 1 of 2)

@@ -40,6 +40,27 @@ def choose_checkpoints(names: Sequence[str], accuracy: Sequence[float], dip_marg
     return [names[i] for i in picked]
 
 
+def choose_series(names: Sequence[str], steps: Sequence[int], accuracy: Sequence[float], n: int = 8,
+                  dip_margin: float = 0.05, reached: float = 0.9) -> list[str]:
+    """`n` checkpoints of a series for a whole-trajectory crosscoder: the first and the last, the
+    three of `choose_checkpoints` and the two either side of the largest rise of accuracy (so the
+    jump is sampled densely), then the rest spread over log(step + 1): each next pick is the
+    checkpoint farthest from those already chosen. All of them if the series has at most `n`."""
+    if len(names) <= n:
+        return list(names)
+    acc = np.asarray(accuracy, np.float64)
+    j = int(np.argmax(np.diff(acc))) + 1 if len(acc) > 1 else 0
+    by_name = {m: i for i, m in enumerate(names)}
+    must = [0, len(names) - 1, j, j - 1] + [by_name[m] for m in choose_checkpoints(names, acc, dip_margin, reached)]
+    picked = list(dict.fromkeys(i for i in must if 0 <= i < len(names)))[:n]  # in order of priority
+    x = np.log1p(np.asarray(steps, np.float64))
+    while len(picked) < n:
+        gap = np.min(np.abs(x[:, None] - x[picked][None, :]), axis=1)
+        gap[picked] = -1
+        picked.append(int(np.argmax(gap)))
+    return [names[i] for i in sorted(picked)]
+
+
 def load_run(workdir: str | Path, model_dtype: str = "float32", store: str | Path | None = None):
     """A trained crosscoder and the checkpoints it was trained on: (models, tokenizer, store meta,
     crosscoder), from a training workdir (its config.json names the store unless `store` is given)."""
@@ -107,7 +128,11 @@ def run_demo(config) -> dict[str, Any]:
         else:
             by_name = {r["name"]: r for r in curves["checkpoints"]}
             acc = [by_name[n]["tasks"][config.selection_task]["accuracy"] for n in names]
-            chosen = choose_checkpoints(names, acc)
+            if config.n_snapshots == 3:
+                chosen = choose_checkpoints(names, acc)  # the paper's analysis: dip, after the jump, final
+            else:
+                steps = [c["step"] for c in series]
+                chosen = choose_series(names, steps, acc, config.n_snapshots)
         unknown = [c for c in chosen if c not in names]
         if unknown:
             raise ValueError(f"checkpoints {unknown} are not in the series {names}")
@@ -158,7 +183,7 @@ def run_demo(config) -> dict[str, Any]:
                                         steps=ac.steps, patch=ac.patch, eps_patch=ac.eps_patch,
                                         threshold=ac.threshold, reduce=ac.reduce, top=ac.top,
                                         drop_bos=meta["drop_bos"], batch_size=ac.batch_size,
-                                        validate_top=validate, show_progress=config.progress)
+                                        validate_top=validate, show_progress=config.progress, tau=ac.tau)
             res["summary"]["pairs"] = {k: v for k, v in kept.items() if k != "kept_index"}
             analysis.write_outputs(res, work / "attribution", task_file.stem)
             out[task_file.stem] = {"latents": len(res["rows"]), "classes": res["summary"].get("classes"),

@@ -4,7 +4,7 @@ import pytest
 
 from configs import bloom_1b1, olmo_1b, pythia_1b
 from crosscoder_jax.data.harvest import parse_checkpoints
-from crosscoder_jax.pipeline import choose_checkpoints
+from crosscoder_jax.pipeline import choose_checkpoints, choose_series
 from crosscoder_jax.training.runconfig import spec_from_config
 
 
@@ -28,3 +28,17 @@ def test_choose_checkpoints_straddles_the_jump():
     acc = [0.5, 0.3, 0.02, 0.03, 0.1, 0.7, 1.0, 1.0]
     assert choose_checkpoints(names, acc) == ["s3", "s6", "s7"]
     assert choose_checkpoints(["a", "b"], [0.2, 0.9]) == ["a", "b"]
+
+
+def test_choose_series_keeps_the_ends_and_the_jump_and_spreads_the_rest():
+    steps = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2000]
+    names = [f"step{s}" for s in steps]
+    acc = [0.5, 0.5, 0.4, 0.3, 0.2, 0.2, 0.25, 0.3, 0.9, 0.95, 0.97, 0.98, 0.98]
+    got = choose_series(names, steps, acc, n=8)
+    assert len(got) == 8 and got == sorted(got, key=names.index)
+    # first, last, both sides of the rise (64 -> 128), and the triplet rule's dip end (32) and reached (128)
+    assert {"step0", "step2000", "step64", "step128", "step32"} <= set(got)
+    # the rest fill the widest gaps in log(step + 1): step 512 splits 128..2000, steps 1 and 4 split 0..32
+    assert {"step512", "step1", "step4"} <= set(got)
+    assert choose_series(names, steps, acc, n=3) == ["step0", "step128", "step2000"]
+    assert choose_series(names[:5], steps[:5], acc[:5], n=8) == names[:5]

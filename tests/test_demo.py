@@ -11,6 +11,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     work = tmp_path / "demo"
     cmd = [sys.executable, "-m", "launch.demo", f"--config.workdir={work}", "--config.progress=False",
            "--config.pretrain.steps=150", "--config.pretrain.n_checkpoints=6", "--config.pretrain.n_pairs=24",
+           "--config.n_snapshots=4",
            "--config.harvest.n_contexts=256", "--config.harvest.chunk_contexts=64",
            "--config.train.steps=60", "--config.train.batch_size=256", "--config.train.dict_size=128",
            "--config.attribute.validate_top=5", "--config.attribute.limit=16",
@@ -21,7 +22,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     for stage in ("pretrain", "choose_checkpoints", "harvest", "train", "evaluate", "attribute", "report"):
         assert state["stages"][stage]["done"], stage
     chosen = state["stages"]["choose_checkpoints"]["result"]
-    assert 2 <= len(chosen) <= 3 and chosen[-1] == "step150"
+    assert len(chosen) == 4 and chosen[0] == "step0" and chosen[-1] == "step150"
     assert (work / "crosscoder" / "crosscoder.safetensors").exists() and (work / "crosscoder" / "eval.json").exists()
     assert (work / "report" / "report.html").exists() and (work / "report" / "report_summary.json").exists()
     tasks = sorted(p.stem for p in (work / "pretrain" / "tasks").glob("*.jsonl"))
