@@ -16,6 +16,8 @@ from typing import NamedTuple
 import numpy as np
 
 LIFECYCLES = ("all", "emerging", "late", "discontinued", "early")
+# series mode: the kind of a feature's interval [first, last] of present snapshots
+INTERVALS = ("all", "emerging", "discontinued", "transient")
 
 
 def lifecycle_pattern(name: str, n_checkpoints: int) -> np.ndarray:
@@ -57,6 +59,30 @@ def make_features(n_features: int = 100, n_checkpoints: int = 3, d_model: int = 
     return PlantedFeatures(dirs, present, names, np.asarray(scale_C, np.float64), p_active, noise)
 
 
+def make_series_features(n_features: int = 100, n_checkpoints: int = 16, d_model: int = 64, drift: float = 0.12,
+                         scale_spread: float = 10.0, p_active: float = 0.04, noise: float = 0.02,
+                         seed: int = 0) -> PlantedFeatures:
+    """Features over a long series of snapshots: each lives on one interval [first, last] of
+    snapshots (a quarter each present throughout, emerging, discontinued, transient; bounds drawn
+    uniformly), its direction drifts as a random walk from snapshot to snapshot (`drift` per step,
+    relative to the base), and the snapshots' scales are log-spaced over `scale_spread`."""
+    rng = np.random.default_rng(seed)
+    C = n_checkpoints
+    base = rng.normal(size=(n_features, 1, d_model))
+    walk = np.cumsum(drift * rng.normal(size=(n_features, C, d_model)), axis=1)
+    dirs = base + walk
+    dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
+    kinds = [INTERVALS[i % len(INTERVALS)] for i in range(n_features)]
+    present = np.zeros((n_features, C), bool)
+    for n, kind in enumerate(kinds):
+        first = 0 if kind in ("all", "discontinued") or C < 3 else int(rng.integers(1, C - 1))
+        last = C - 1 if kind in ("all", "emerging") or C < 3 else int(rng.integers(first, C - 1))
+        if kind == "discontinued":
+            last = int(rng.integers(0, C - 1))
+        present[n, first:last + 1] = True
+    return PlantedFeatures(dirs, present, kinds, np.geomspace(1.0, scale_spread, C), p_active, noise)
+
+
 def sample(features: PlantedFeatures, n_tokens: int, rng: np.random.Generator) -> np.ndarray:
     """Activations [n_tokens, C, D] (float32): sparse non-negative feature codes times directions."""
     N, C, D = features.dirs_NCD.shape
@@ -71,6 +97,7 @@ class Recovery(NamedTuple):
     pattern_correct: float          # fraction of true features whose on/off pattern the matched latent gets right
     per_lifecycle: dict[str, tuple[float, float]]
     best_cos_N: np.ndarray
+    pattern_of_recovered: float     # of the recovered features, the fraction whose pattern (interval) is exact
 
 
 def score(W_dec_raw_FCD: np.ndarray, W_dec_norm_FCD: np.ndarray, features: PlantedFeatures,
@@ -91,5 +118,7 @@ def score(W_dec_raw_FCD: np.ndarray, W_dec_norm_FCD: np.ndarray, features: Plant
     rec = best_cos > cos_threshold
     pat = rec & np.all(on_NC == features.present_NC, axis=1)
     names = np.asarray(features.lifecycle)
-    per = {n: (float(rec[names == n].mean()), float(pat[names == n].mean())) for n in LIFECYCLES if (names == n).any()}
-    return Recovery(float(rec.mean()), float(pat.mean()), per, best_cos)
+    per = {n: (float(rec[names == n].mean()), float(pat[names == n].mean()))
+           for n in dict.fromkeys((*LIFECYCLES, *INTERVALS)) if (names == n).any()}
+    return Recovery(float(rec.mean()), float(pat.mean()), per, best_cos,
+                    float(pat.sum() / rec.sum()) if rec.any() else float("nan"))
