@@ -21,16 +21,15 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from benchmarks import fake_devices  # noqa: E402
+
 N_FAKE = 8
-if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={N_FAKE}").strip()
-    os.execv(sys.executable, [sys.executable, *sys.argv])
+fake_devices.ensure(N_FAKE)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from configs.crosscoder import get_config  # noqa: E402
 from crosscoder_jax.training import sharding  # noqa: E402
 from crosscoder_jax.training.train import build  # noqa: E402

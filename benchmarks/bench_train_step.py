@@ -1,12 +1,14 @@
 """Training-step throughput per activation function, and utilisation of the measured matmul peak.
 
   python benchmarks/bench_train_step.py [--C 3 --D 512 --F 16384 --batch 4096 --steps 3]
+  python benchmarks/bench_train_step.py --Cs 3,8,16,32 --activations batchtopk   # step vs snapshots
 
 Prints one table: tokens/s of the jitted, donated train step for each activation function, its
 achieved FLOP/s counting the dense crosscoder work (10 * C * D * F per token: encoder and decoder
 forward, the decoder's two gradients and the encoder's weight gradient; the input needs none), and
 that as a fraction of this machine's float32 and bf16->f32 matmul peaks, both measured in the same
-run with the same JAX build.
+run with the same JAX build. With `--Cs`, one row per number of snapshots C: the work is linear in C,
+so tokens x C / s should stay flat as C grows.
 """
 
 from __future__ import annotations
@@ -55,18 +57,22 @@ def main() -> None:
     shape_args(ap, steps=3)
     ap.add_argument("--activations", default="l1,topk,batchtopk,jumprelu")
     ap.add_argument("--matmul_dtype", default="float32")
+    ap.add_argument("--Cs", default="", help="comma-separated numbers of snapshots to sweep (overrides --C)")
     a = ap.parse_args()
+    Cs = [int(x) for x in a.Cs.split(",")] if a.Cs else [a.C]
     peak32 = matmul_peak(dtype=jnp.float32)
     peak16 = matmul_peak(dtype=jnp.bfloat16)
-    print(f"# {jax.devices()[0].device_kind} x{jax.device_count()}, jax {jax.__version__}; C={a.C} D={a.D} "
+    print(f"# {jax.devices()[0].device_kind} x{jax.device_count()}, jax {jax.__version__}; C={Cs} D={a.D} "
           f"F={a.F} batch={a.batch} matmul_dtype={a.matmul_dtype}")
     print(f"# matmul peak: float32 {peak32 / 1e9:.1f} GFLOP/s, bf16->f32 {peak16 / 1e9:.1f} GFLOP/s")
-    print("| activation | step s | tokens/s | GFLOP/s | of f32 peak | of bf16 peak | compile s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| activation | C | step s | tokens/s | tokens x C / s | GFLOP/s | of f32 peak | of bf16 peak | compile s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for act in a.activations.split(","):
-        r = bench(act, a.C, a.D, a.F, a.batch, a.steps, a.matmul_dtype)
-        print(f"| {act} | {r['step_s']:.2f} | {r['tokens_per_s']:.0f} | {r['flops'] / 1e9:.1f} | "
-              f"{r['flops'] / peak32:.2f} | {r['flops'] / peak16:.2f} | {r['compile_s']:.1f} |", flush=True)
+        for C in Cs:
+            r = bench(act, C, a.D, a.F, a.batch, a.steps, a.matmul_dtype)
+            print(f"| {act} | {C} | {r['step_s']:.2f} | {r['tokens_per_s']:.0f} | {r['tokens_per_s'] * C:.0f} | "
+                  f"{r['flops'] / 1e9:.1f} | {r['flops'] / peak32:.2f} | {r['flops'] / peak16:.2f} | "
+                  f"{r['compile_s']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
