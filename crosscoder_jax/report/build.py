@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crosscoder_jax import crosscoder as cc_mod
-from crosscoder_jax.analysis import labels as labels_mod
+from crosscoder_jax.analysis import labels as labels_mod, timeline
 from crosscoder_jax.data.store import Store
 from crosscoder_jax.report import render, trajectory
 from crosscoder_jax.synthetic import vocab
@@ -89,9 +89,9 @@ def load_attribution(directory: Path | None) -> dict[str, dict[str, Any]]:
                 if k.split("_")[0] in ("ie", "relie", "reldec", "ablation", "decnorm"):
                     r[k] = float(r[k]) if r[k] not in ("", None) else float("nan")
         summary = _json(path.with_suffix(".json"))
-        if summary is not None:
-            summary.pop("ie_all", None)
-        out[path.stem] = {"rows": rows, "summary": summary}
+        ie_all = summary.pop("ie_all", None) if summary is not None else None
+        out[path.stem] = {"rows": rows, "summary": summary,
+                          "ie_all": {n: np.asarray(v, np.float64) for n, v in ie_all.items()} if ie_all else None}
     return out
 
 
@@ -257,7 +257,12 @@ def summarize(run: dict[str, Any], lat: dict[str, Any] | None, attractor_task: s
               "label_counts": lat["label_counts"]})
     subj = []
     order = {n: k for k, n in enumerate(names)}
+    # the causal onset on the attractor task itself (its IE of every latent), else on the first task listing it
     onset = {x["latent"]: x["onset"] for x in trajectory.latent_rows(run, attractor_task)}
+    ie_all = (run["attribution"].get(attractor_task) or {}).get("ie_all")
+    if ie_all and all(n in ie_all for n in names):
+        IE_CF = np.stack([ie_all[n] for n in names])
+        onset = {i: timeline.onset_peak_offset(IE_CF[:, i])[0] for i in selected if i < IE_CF.shape[1]}
     for i, info in sorted(selected.items()):
         if i < len(labs) and labels_mod.is_subject_number(labs[i]["property"]):
             o = onset.get(i)

@@ -199,8 +199,9 @@ def _summary_html(s: dict[str, Any]) -> str:
                  f'{v["labelled"]} latents; before {v["before"]}, at {v["at"]}, after {v["after"]}'])
     near = s.get("subject_number_onset_near_jump")
     if near:
-        rows.append(["... with the onset within one snapshot of the jump",
-                     f'{near["within"]} of {near["n"]} ({_fmt(near["fraction"], 3)})'])
+        rows.append(["... with the causal onset (on the attractor task) within one snapshot of the jump",
+                     f'{near["within"]} of {near["n"]} ({_fmt(near["fraction"], 3)}); '
+                     f'{near["without_onset"]} with no IE on the attractor task'])
     out = _table(["", ""], rows, left=2, cls="sum")
     if s["subject_number_latents"]:
         out += _table(["latent", "label", "corr", "labelled", "task", "causal onset", "discontinued", "vs jump"],

@@ -58,4 +58,4 @@ def onsets_near_jump(onsets: Sequence[int | None], jump_at: int, within: int = 1
     known = [o for o in onsets if o is not None]
     near = sum(abs(o - jump_at) <= within for o in known)
     return {"n": len(known), "within": near, "fraction": near / len(known) if known else float("nan"),
-            "tolerance_snapshots": within}
+            "tolerance_snapshots": within, "without_onset": len(onsets) - len(known)}

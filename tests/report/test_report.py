@@ -120,7 +120,8 @@ def make_run(root: Path, names=("step10", "step30", "step100"), attribution_unde
         wr.writeheader()
         wr.writerows(rows)
     summ = {"checkpoints": list(names), "task": {n: {"accuracy": acc[int(n[4:])], "n": 8} for n in names},
-            "ablation": {"rho_relie": 0.9, "rho_reldec": 0.5}, "ie_all": {n: [0.0] * F for n in names}}
+            "ablation": {"rho_relie": 0.9, "rho_reldec": 0.5},
+            "ie_all": {n: [next((r[f"ie_{n}"] for r in rows if r["latent"] == i), 0.0) for i in range(F)] for n in names}}
     (att / f"{TASK}.json").write_text(json.dumps(summ))
     return root
 
