@@ -10,27 +10,25 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
 
-@pytest.fixture(scope="session")
-def planted_setup(tmp_path_factory):
+def _planted(tmp_path_factory, n_checkpoints: int, seed: int):
     from crosscoder_jax.data import planted_store
     from crosscoder_jax.synthetic import planted
 
-    feats = planted.make_features(n_features=40, n_checkpoints=3, d_model=16, seed=0)
-    path = tmp_path_factory.mktemp("planted") / "store"
+    feats = planted.make_features(n_features=40, n_checkpoints=n_checkpoints, d_model=16, seed=seed)
+    path = tmp_path_factory.mktemp(f"planted{n_checkpoints}") / "store"
     planted_store.write_store(path, feats, n_tokens=4096, chunk_size=256)
     return path, feats
+
+
+@pytest.fixture(scope="session")
+def planted_setup(tmp_path_factory):
+    return _planted(tmp_path_factory, n_checkpoints=3, seed=0)
 
 
 @pytest.fixture(scope="session")
 def planted_setup_c4(tmp_path_factory):
     """A planted store with 4 checkpoints (splits over a snapshot axis of 2 or 4)."""
-    from crosscoder_jax.data import planted_store
-    from crosscoder_jax.synthetic import planted
-
-    feats = planted.make_features(n_features=40, n_checkpoints=4, d_model=16, seed=1)
-    path = tmp_path_factory.mktemp("planted4") / "store"
-    planted_store.write_store(path, feats, n_tokens=4096, chunk_size=256)
-    return path, feats
+    return _planted(tmp_path_factory, n_checkpoints=4, seed=1)
 
 
 def small_config(store, workdir, **overrides):
