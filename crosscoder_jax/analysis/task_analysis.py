@@ -59,9 +59,8 @@ def analyze_task(lms: Sequence, names: Sequence[str], cc: Crosscoder, prompts: P
     if len(chosen):
         ie_k = ie[:, chosen]
         rel = relie.rel_ie(ie_k)
-        W_dec_KCD = np.asarray(cc.params["W_dec"], np.float64)[chosen]
-        rdec = relie.rel_dec(W_dec_KCD, np.arange(len(chosen)))
-        decnorm = np.linalg.norm(W_dec_KCD, axis=-1).T  # [C, K]
+        rdec = relie.rel_dec(np.asarray(cc.params["W_dec"]), chosen)
+        decnorm = np.linalg.norm(np.asarray(cc.params["W_dec"], np.float64)[chosen], axis=-1).T  # [C, K]
         classes = relie.classify(rel, names)
         life = relie.lifecycles(ie_k, names)
         lines = timeline.latent_timelines(ie_k, decnorm, names, tau=tau)

@@ -258,11 +258,12 @@ def summarize(run: dict[str, Any], lat: dict[str, Any] | None, attractor_task: s
     subj = []
     order = {n: k for k, n in enumerate(names)}
     # the causal onset on the attractor task itself (its IE of every latent), else on the first task listing it
-    onset = {x["latent"]: x["onset"] for x in trajectory.latent_rows(run, attractor_task)}
     ie_all = (run["attribution"].get(attractor_task) or {}).get("ie_all")
     if ie_all and all(n in ie_all for n in names):
         IE_CF = np.stack([ie_all[n] for n in names])
         onset = {i: timeline.onset_peak_offset(IE_CF[:, i])[0] for i in selected if i < IE_CF.shape[1]}
+    else:
+        onset = {x["latent"]: x["onset"] for x in trajectory.latent_rows(run, attractor_task)}
     for i, info in sorted(selected.items()):
         if i < len(labs) and labels_mod.is_subject_number(labs[i]["property"]):
             o = onset.get(i)
@@ -280,8 +281,7 @@ def summarize(run: dict[str, Any], lat: dict[str, Any] | None, attractor_task: s
     s["subject_number_vs_jump"]["labelled"] = len(lab_subj)
     if jump:
         s["subject_number_onset_near_jump"] = trajectory.onsets_near_jump(
-            [None if x["snapshots_from_jump"] is None else x["snapshots_from_jump"] + order[jump["at"]]
-             for x in lab_subj], order[jump["at"]])
+            [onset.get(x["latent"]) for x in lab_subj], order[jump["at"]])
     return s
 
 

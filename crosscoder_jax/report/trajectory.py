@@ -29,9 +29,8 @@ def latent_rows(run: dict[str, Any], first_task: str | None = None, tau: float =
     names = run["names"]
     tasks = list(run["attribution"])
     tasks = ([first_task] if first_task in tasks else []) + [t for t in tasks if t != first_task]
-    W = None
-    if run.get("cc") is not None and run["cc"].params["W_dec"].shape[1] == len(names):
-        W = np.linalg.norm(np.asarray(run["cc"].params["W_dec"], np.float64), axis=-1)  # [F, C]
+    cc = run.get("cc")
+    W_dec = cc.params["W_dec"] if cc is not None and cc.params["W_dec"].shape[1] == len(names) else None
     out, seen = [], set()
     for t in tasks:
         for r in run["attribution"][t]["rows"]:
@@ -41,8 +40,9 @@ def latent_rows(run: dict[str, Any], first_task: str | None = None, tau: float =
             seen.add(i)
             ie = np.abs(np.array([r.get(f"ie_{n}", np.nan) for n in names], float))
             dec = np.array([r.get(f"decnorm_{n}", np.nan) for n in names], float)
-            if np.isnan(dec).any():
-                dec = W[i] if W is not None and i < len(W) else None
+            if np.isnan(dec).any():  # CSVs written before the decnorm columns: from the weights
+                dec = (np.linalg.norm(np.asarray(W_dec[i], np.float64), axis=-1)
+                       if W_dec is not None and i < W_dec.shape[0] else None)
             on, pk, off = timeline.onset_peak_offset(np.nan_to_num(ie), tau)
             rep = timeline.onset_peak_offset(dec, tau) if dec is not None else (None, None, None)
             out.append({"latent": i, "task": t, "abs_ie": ie, "decnorm": dec, "onset": on, "peak": pk,
