@@ -20,7 +20,7 @@ def get_config(mode: str = ""):
     c.save_every = 500
     if mode == "series":
         c.activations, c.workdir = "runs/planted_series/store", "runs/planted_series/batchtopk"
-        c.steps = 4000  # 16 snapshots: 2,000 steps recover 0.90 of the features, 4,000 steps 0.98
+        c.steps = 6000  # 16 snapshots, seed 0: 4,000 steps recover 0.93 of the features, 6,000 steps 0.98
     elif mode:
         raise ValueError(f"unknown mode {mode!r}: use configs/planted.py or configs/planted.py:series")
     return c

@@ -75,10 +75,11 @@ def make_series_features(n_features: int = 100, n_checkpoints: int = 16, d_model
     kinds = [INTERVALS[i % len(INTERVALS)] for i in range(n_features)]
     present = np.zeros((n_features, C), bool)
     for n, kind in enumerate(kinds):
-        first = 0 if kind in ("all", "discontinued") or C < 3 else int(rng.integers(1, C - 1))
-        last = C - 1 if kind in ("all", "emerging") or C < 3 else int(rng.integers(first, C - 1))
-        if kind == "discontinued":
-            last = int(rng.integers(0, C - 1))
+        first, last = 0, C - 1
+        if C >= 3 and kind in ("emerging", "transient"):
+            first = int(rng.integers(1, C - 1))
+        if C >= 3 and kind in ("discontinued", "transient"):
+            last = int(rng.integers(first, C - 1))
         present[n, first:last + 1] = True
     return PlantedFeatures(dirs, present, kinds, np.geomspace(1.0, scale_spread, C), p_active, noise)
 

@@ -138,7 +138,7 @@ def test_planted_series_intervals_recovered(tmp_path):
     assert feats.scale_C.max() / feats.scale_C.min() == pytest.approx(10.0)
     planted_store.write_store(tmp_path / "s", feats, n_tokens=2**17, chunk_size=4096)
     cfg = small_config(tmp_path / "s", tmp_path / "w", activation="batchtopk", dict_size=256, batch_size=512,
-                       steps=4000, dead_tokens=20_000, threshold_start_step=500, log_every=500,
+                       steps=6000, dead_tokens=20_000, threshold_start_step=500, log_every=500,
                        save_every=10_000, k=6, lr=3e-3)
     train(cfg)
     loaded = load_crosscoder(tmp_path / "w" / "crosscoder.safetensors")
