@@ -1,7 +1,8 @@
 """Run by test_sharding.py in a subprocess with 8 fake CPU devices: the jitted train step on
 (data x snapshot x latent) meshes 2x2x2, 1x4x2, 1x8x1, 8x1x1 (ZeRO on, and 8x1x1 also with it off)
 from the same init and batches; prints the relative difference of the parameters after 20 steps
-against one device, as JSON."""
+against one device, as JSON. topk and batchtopk train through the sparse step (per device under
+shard_map) and are compared with the dense autodiff step on one device."""
 
 import json
 import sys
@@ -11,15 +12,16 @@ import numpy as np
 
 from configs.crosscoder import get_config
 from crosscoder_jax.training import sharding
-from crosscoder_jax.crosscoder.activations.select import single_device
+from crosscoder_jax.crosscoder import sparse_step
 from crosscoder_jax.training.train import build
 
-C, D, B, F = 8, 16, 64, 64
+C, D, B, F = 8, 16, 64, 256
 MESHES = ((2, 2, 2, True), (1, 4, 2, True), (1, 8, 1, True), (8, 1, 1, True), (8, 1, 1, False))
 
 
-def run(activation, mesh_shape, steps=20):
+def run(activation, mesh_shape, steps=20, sparse=True):
     c = get_config()
+    c.sparse_decode = sparse
     c.dict_size, c.k, c.batch_size, c.steps, c.lr = F, 4, B, steps, 1e-2
     c.activation, c.dead_tokens, c.threshold_start_step = activation, 128, 5
     c.matmul_dtype = "float32"  # the bound (1e-5) is for float32; bf16 rounds reduction-order noise up
@@ -27,7 +29,8 @@ def run(activation, mesh_shape, steps=20):
     c.mesh.zero = zero
     mesh = sharding.make_mesh(data, snap, latent, devices=jax.devices()[:data * snap * latent])
     scales = np.linspace(0.5, 2.0, C)
-    _, key, _, shardings, init_fn, step_fn = build(c, C, D, scales, mesh)
+    spec, key, _, shardings, init_fn, step_fn = build(c, C, D, scales, mesh)
+    assert sparse_step.applies(spec) == (sparse and activation in ("topk", "batchtopk"))
     state = init_fn(key)
     rng = np.random.default_rng(0)
     for _ in range(steps):
@@ -43,10 +46,9 @@ def run(activation, mesh_shape, steps=20):
 
 def main():
     assert len(jax.devices()) == 8, jax.devices()
-    assert not single_device()  # so the sharded runs take the partitionable top-k and dense decoding
     out = {}
     for activation in sys.argv[1:]:
-        ref_p, ref_s, ref_d, _, full = run(activation, (1, 1, 1, True))
+        ref_p, ref_s, ref_d, _, full = run(activation, (1, 1, 1, True), sparse=False)
         for shape in MESHES:
             p, s, d, placed, per_device = run(activation, shape)
             rel = max(float(np.linalg.norm(p[k] - ref_p[k]) / max(np.linalg.norm(ref_p[k]), 1e-30)) for k in p)

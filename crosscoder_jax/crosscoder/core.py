@@ -17,9 +17,9 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
-from crosscoder_jax.crosscoder import activations, matmul, sparse_decode
-from crosscoder_jax.crosscoder.activations.base import k_bound
+from crosscoder_jax.crosscoder import activations, matmul
 from crosscoder_jax.crosscoder.spec import Spec
 
 Params = dict[str, jax.Array]
@@ -51,21 +51,10 @@ def encoder_pre(params: Params, x_BCD: jax.Array, spec: Spec) -> jax.Array:
     return _matmul("bk,kf->bf", x_BCD.reshape(-1, C * D), params["W_enc"].reshape(C * D, F), spec) + params["b_enc"]
 
 
-def decode(params: Params, f_BF: jax.Array, spec: Spec, bias: bool = True, max_per_token: int | None = None) -> jax.Array:
-    """Reconstructions `xhat_c = f @ W_dec[:, c, :] + b_dec[c]`, float32 [B, C, D].
-
-    With `spec.sparse_decode` and codes from a top-k (at most about `max_per_token` nonzero per
-    token on average, zeros passing no gradient) it decodes from the nonzero entries only
-    (`sparse_decode.decode`, which itself falls back to the matmul where that is faster)."""
+def decode(params: Params, f_BF: jax.Array, spec: Spec, bias: bool = True) -> jax.Array:
+    """Reconstructions `xhat_c = f @ W_dec[:, c, :] + b_dec[c]`, float32 [B, C, D] (one matmul)."""
     F, C, D = params["W_dec"].shape
-    W_FK = params["W_dec"].reshape(F, C * D)
-    if spec.sparse_decode and max_per_token is not None:
-        cap = max_per_token * f_BF.shape[0]
-        cap += max(64, cap // 64)  # room for exact ties at the threshold before the dense fall-back
-        xhat_BK = sparse_decode.decode(f_BF, W_FK, cap, spec.matmul_dtype)
-    else:
-        xhat_BK = _matmul("bf,fk->bk", f_BF, W_FK, spec)
-    xhat_BCD = xhat_BK.reshape(-1, C, D)
+    xhat_BCD = _matmul("bf,fk->bk", f_BF, params["W_dec"].reshape(F, C * D), spec).reshape(-1, C, D)
     return xhat_BCD + params["b_dec"] if bias else xhat_BCD
 
 
@@ -91,15 +80,17 @@ def loss_fn(params: Params, act_state: Mapping[str, jax.Array], x_BCD: jax.Array
     """Training loss on a normalised batch x [B, C, D].
 
     loss = mean_b sum_c ||xhat_c - x_c||^2 + the activation function's terms (L1 or L0 penalty,
-    AuxK). Returns (loss, aux) with aux["terms"] (each loss term), aux["f_BF"], aux["xhat_BCD"] and
-    aux["act_update"] (what the activation function needs to update its state, e.g. the batchtopk
-    threshold candidate).
+    AuxK). Returns (loss, aux) with aux["terms"] (each loss term), aux["f_BF"], aux["xhat_BCD"], aux["fvu"],
+    aux["fired_F"] (latents with a nonzero code in the batch), aux["l0"] (mean nonzero codes per
+    token) and aux["act_update"] (what the activation function needs to update its state, e.g. the
+    batchtopk threshold candidate). Dense autodiff reference; top-k training runs the same math
+    through `sparse_step.value_and_grad`.
     """
     act = activations.get(spec.activation)
     pre_BF = encoder_pre(params, x_BCD, spec)
     dn_F = jnp.sum(decoder_norms(params), axis=-1)
     f_BF, act_update = act.train(pre_BF, params, act_state, spec, dn_F, step)
-    xhat_BCD = decode(params, f_BF, spec, max_per_token=k_bound(spec))
+    xhat_BCD = decode(params, f_BF, spec)
     x32_BCD = x_BCD.astype(jnp.float32)
     terms = {"recon": jnp.mean(jnp.sum(jnp.square(xhat_BCD - x32_BCD), axis=(1, 2)))}
     ctx = activations.PenaltyContext(pre_BF=pre_BF, f_BF=f_BF, x_BCD=x32_BCD, xhat_BCD=xhat_BCD, dn_F=dn_F,
@@ -107,7 +98,9 @@ def loss_fn(params: Params, act_state: Mapping[str, jax.Array], x_BCD: jax.Array
                                      decode=functools.partial(decode, params, spec=spec))
     terms.update(act.penalties(ctx))
     loss = sum(terms.values())
-    return loss, {"terms": terms, "f_BF": f_BF, "xhat_BCD": xhat_BCD, "act_update": act_update}
+    nz_BF = lax.stop_gradient(f_BF) > 0
+    return loss, {"terms": terms, "f_BF": f_BF, "xhat_BCD": xhat_BCD, "fvu": fvu(x_BCD, xhat_BCD), "act_update": act_update,
+                  "fired_F": jnp.any(nz_BF, axis=0), "l0": jnp.mean(jnp.sum(nz_BF, axis=-1))}
 
 
 def fvu(x_BCD: jax.Array, xhat_BCD: jax.Array) -> jax.Array:

@@ -8,7 +8,7 @@ float32 Eigen dots even for bf16 operands, at ~1/3 of the bf16 rate (measured: 0
 at B = 4096, C*D = 1536, F = 16384). So each dot here picks its left operand, and transposes the
 cheaper of operand and result physically, to land in a fast form. A plain `.T` does not do it: the
 algebraic simplifier folds it back into the dot's dimension numbers; a blocked transpose
-(`_transpose`) is the same data but is not folded.
+(`transpose`) is the same data but is not folded.
 
 bf16 operands go through a custom VJP so the backward dots are bf16 x bf16 -> f32 too (plain
 autodiff would multiply the float32 cotangent with the bf16 operand, i.e. run the backward in
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 
-def _transpose(a: jax.Array) -> jax.Array:
+def transpose(a: jax.Array) -> jax.Array:
     """`a.T` for a 2-D array, written as a blocked 3-D transpose so XLA materialises it instead of
     folding it into the consuming dot."""
     n, m = a.shape
@@ -55,9 +55,9 @@ def dot2d(subscripts: str, x: jax.Array, y: jax.Array, dtype=jnp.float32) -> jax
             best = (cost, lhs, ls, rhs, rs, i, j)
     _, lhs, ls, rhs, rs, i, j = best
     if ls[0] == c:
-        lhs, ls = _transpose(lhs), ls[::-1]
+        lhs, ls = transpose(lhs), ls[::-1]
     res = jnp.einsum(f"{ls},{rs}->{i}{j}", lhs, rhs, preferred_element_type=jnp.float32)
-    return res if out == i + j else _transpose(res)
+    return res if out == i + j else transpose(res)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3))

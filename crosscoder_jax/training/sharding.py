@@ -19,9 +19,11 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from crosscoder_jax.crosscoder import activations, sparse_step
 from crosscoder_jax.runtime.devices import DATA
 
 SNAPSHOT = "snapshot"
@@ -106,6 +108,45 @@ def gather_params(mesh: Mesh) -> Callable[[dict], dict]:
             for k, v in params.items()}
 
     return gather
+
+
+def sparse_value_and_grad(mesh: Mesh, zero: bool = True) -> Callable:
+    """`crosscoder.sparse_step.value_and_grad` run per device under `shard_map`, with the same
+    signature and results as `jax.value_and_grad(core.loss_fn, has_aux=True)` on global arrays
+    (aux has no "f_BF"). Params come in placed for compute (`gather_params`); each gradient leaves
+    summed over the data axis, reduce-scattered to its stored split where ZeRO splits it over data."""
+
+    def leaf_spec(name: str, leaf, zero_: bool) -> P:
+        return partition_spec((jax.tree_util.DictKey(name),), leaf, mesh, zero_)
+
+    def vg(params, act_state, x_BCD, spec, step, dead_F):
+        stored = {k: leaf_spec(k, v, zero) for k, v in params.items()}
+        # collectives only over axes that split something
+        axes = sparse_step.Axes(*(a if mesh.shape[a] > 1 else None for a in (DATA, SNAPSHOT, LATENT)))
+
+        def reduce_data(name, g, d_axis):
+            """Sum over data; reduce-scattered along D where the stored gradient is split there."""
+            if mesh.shape[DATA] == 1:
+                return g
+            if d_axis >= 0 and DATA in stored[name]:
+                return jax.lax.psum_scatter(g, DATA, scatter_dimension=d_axis, tiled=True)
+            return jax.lax.psum(g, DATA)
+
+        def local(params, act_state, x_BCD, step, dead_F):
+            return sparse_step.value_and_grad(params, act_state, x_BCD, spec, step, dead_F, axes,
+                                              n_tokens=x_BCD.shape[0] * mesh.shape[DATA], reduce_data=reduce_data)
+
+        latent = P(LATENT) if mesh.shape[LATENT] > 1 else P()
+        act_update = activations.get(spec.activation).kept_update(jnp.float32(0))
+        aux_specs = {"terms": {"recon": P(), "auxk": P()}, "fvu": P(SNAPSHOT), "fired_F": latent, "l0": P(),
+                     "act_update": jax.tree.map(lambda _: P(), act_update), "dropped": P()}
+        return jax.shard_map(
+            local, mesh=mesh, check_vma=False,
+            in_specs=({k: leaf_spec(k, v, False) for k, v in params.items()}, jax.tree.map(lambda _: P(), act_state),
+                      P(DATA, SNAPSHOT, None), P(), latent),
+            out_specs=((P(), aux_specs), stored))(params, act_state, x_BCD, step, dead_F)
+
+    return vg
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -22,7 +22,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from crosscoder_jax import crosscoder
-from crosscoder_jax.crosscoder import Spec, activations, save_crosscoder
+from crosscoder_jax.crosscoder import Spec, activations, save_crosscoder, sparse_step
 from crosscoder_jax.crosscoder.activations.base import k_at
 from crosscoder_jax.data.reader import NonFiniteActivations, StoreReader
 from crosscoder_jax.data.store import Store
@@ -82,30 +82,30 @@ def _same(tree):
 
 
 def train_step(state: TrainState, x_BCD: jax.Array, *, spec: Spec, tx: optax.GradientTransformation,
-               schedule: Callable, to_compute: Callable = _same,
-               to_stored: Callable = _same) -> tuple[TrainState, dict[str, jax.Array]]:
+               schedule: Callable, to_compute: Callable = _same, to_stored: Callable = _same,
+               value_and_grad: Callable | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on a raw batch x [B, C, D]; returns the new state and metrics.
 
     `to_compute` places the stored params for the loss and `to_stored` places the gradients like the
-    stored params (the sharding's all-gather and reduce-scatter under ZeRO; identities otherwise)."""
+    stored params (the sharding's all-gather and reduce-scatter under ZeRO; identities otherwise).
+    `value_and_grad` computes ((loss, aux), grads) like `jax.value_and_grad(crosscoder.loss_fn)`, the
+    default (`build` passes the sparse top-k step where it applies)."""
     act = activations.get(spec.activation)
     x_BCD = x_BCD.astype(jnp.float32) * state.scales[None, :, None]
     dead_F = state.since_fired >= spec.dead_tokens
-    grad_fn = jax.value_and_grad(crosscoder.loss_fn, has_aux=True)
+    grad_fn = value_and_grad or jax.value_and_grad(crosscoder.loss_fn, has_aux=True)
     (loss, aux), grads = grad_fn(to_compute(state.params), state.act_state, x_BCD, spec, state.step, dead_F)
     grads = to_stored(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    f_BF = aux["f_BF"]
-    fired_F = jnp.any(f_BF > 0, axis=0)
-    since = jnp.where(fired_F, 0, jnp.minimum(state.since_fired + x_BCD.shape[0], spec.dead_tokens))
+    since = jnp.where(aux["fired_F"], 0, jnp.minimum(state.since_fired + x_BCD.shape[0], spec.dead_tokens))
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                            act_state=act.update_state(state.act_state, aux["act_update"], spec, state.step),
                            since_fired=since, scales=state.scales, data_position=state.data_position + 1)
     grad_norm = optax.tree.norm(grads)
     metrics = {"loss": loss, **{f"loss_{k}": v for k, v in aux["terms"].items()},
-               "fvu": crosscoder.fvu(x_BCD, aux["xhat_BCD"]),
-               "l0": jnp.mean(jnp.sum(f_BF > 0, axis=-1)), "dead_frac": jnp.mean(dead_F),
+               "fvu": aux["fvu"],
+               "l0": aux["l0"], "dead_frac": jnp.mean(dead_F),
                "lr": schedule(state.step), "grad_norm": grad_norm, "k": k_at(spec, state.step),
                "finite": jnp.isfinite(loss) & jnp.isfinite(grad_norm), **state.act_state}
     return new_state, metrics
@@ -122,8 +122,10 @@ def build(config, n_checkpoints: int, d_model: int, scales_C, mesh):
     shardings = sharding.state_shardings(abstract, mesh, zero=config.mesh.zero)
     init_fn = jax.jit(init, out_shardings=shardings)
     to_stored = functools.partial(jax.lax.with_sharding_constraint, shardings=shardings.params)
+    vg = sharding.sparse_value_and_grad(mesh, zero=config.mesh.zero) if sparse_step.applies(spec) else None
     step_fn = jax.jit(functools.partial(train_step, spec=spec, tx=tx, schedule=schedule,
-                                        to_compute=sharding.gather_params(mesh), to_stored=to_stored),
+                                        to_compute=sharding.gather_params(mesh), to_stored=to_stored,
+                                        value_and_grad=vg),
                       in_shardings=(shardings, sharding.batch_sharding(mesh)),
                       # metrics replicated: per-snapshot ones would otherwise stay split over processes
                       out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=(0,))

@@ -1,5 +1,6 @@
-"""Sparse decoding (kept entries only) against the dense matmul: values and gradients, the
-fall-back when ties overflow the static bound, and whole training losses for topk and batchtopk."""
+"""The sparse top-k step: its kernels against NumPy float64, and its loss and gradient against
+autodiff of the dense loss (`core.loss_fn`) for topk and batchtopk, with and without AuxK, float32
+and bf16 operands; ties past the room for them; where it applies."""
 
 import jax
 import jax.numpy as jnp
@@ -7,14 +8,7 @@ import numpy as np
 import pytest
 
 from crosscoder_jax import crosscoder as cc
-from crosscoder_jax.crosscoder import matmul, sparse_decode
-from crosscoder_jax.crosscoder.activations import select
-
-
-@pytest.fixture(autouse=True)
-def _one_device(monkeypatch):
-    """The sparse path is single-device only; keep it on even where XLA_FLAGS fakes several devices."""
-    monkeypatch.setattr(select, "single_device", lambda: True)
+from crosscoder_jax.crosscoder import sparse_decode, sparse_step
 
 
 def _codes(B=16, F=256, density=0.05, seed=0):
@@ -31,63 +25,90 @@ def test_entries_lists_every_nonzero_in_order():
     assert int(e.n) == n and bool(e.fits)
     np.testing.assert_array_equal(np.asarray(e.rows)[:n] * f.shape[1] + np.asarray(e.cols)[:n], want)
     assert np.all(np.asarray(e.rows)[n:] == f.shape[0] - 1)  # unused slots sorted last
-    assert not bool(sparse_decode.entries(f, n - 1).fits)
+    assert n > 64
+    short = sparse_decode.entries(f != 0, 64)  # a mask works too; too little room: the first 64
+    assert not bool(short.fits) and int(short.n) == 64
+    np.testing.assert_array_equal(np.asarray(short.rows) * f.shape[1] + np.asarray(short.cols), want[:64])
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("slack", [4, -3])  # room to spare; too little room: the dense fall-back
 @pytest.mark.parametrize("chunk", [4096, 16])  # one loop step, or many
-def test_sparse_decode_matches_dense(dtype, slack, chunk, monkeypatch):
+def test_kernels_match_numpy(dtype, chunk, monkeypatch):
     monkeypatch.setattr(sparse_decode, "_CHUNK", chunk)
-    monkeypatch.setattr(sparse_decode, "MAX_DENSITY", 1.0)  # these small codes are 5% dense
     f, rng = _codes()
-    W = jnp.asarray(rng.normal(size=(f.shape[1], 24)), jnp.float32)
-    g = jnp.asarray(rng.normal(size=(f.shape[0], 24)), jnp.float32)
-    cap = int(jnp.sum(f != 0)) + slack
+    B, F = f.shape
+    W = jnp.asarray(rng.normal(size=(F, 24)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(B, 24)), jnp.float32)
+    e = sparse_decode.entries(f, int(jnp.sum(f != 0)) + 7)
+    vals = f[e.rows, e.cols] * (jnp.arange(e.rows.shape[0]) < e.n)
+    r = (lambda a: np.asarray(jnp.asarray(a).astype(dtype).astype(jnp.float32), np.float64))  # operand rounding
+    f64, W64, g64 = r(f), r(W), r(g)
+    tol = dict(rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(sparse_decode.gather_sum(vals, W, e, B, jnp.dtype(dtype)), f64 @ W64, **tol)
+    d_vals, d_W = sparse_decode.decoder_grads(vals, W, e, g, jnp.dtype(dtype))
+    np.testing.assert_allclose(d_W, f64.T @ g64, **tol)
+    n = int(e.n)
+    want = (g64 @ W64.T)[np.asarray(e.rows)[:n], np.asarray(e.cols)[:n]]
+    np.testing.assert_allclose(np.asarray(d_vals)[:n], want, **tol)
+    assert np.all(np.asarray(d_vals)[n:] == 0)
+    np.testing.assert_allclose(sparse_decode.scatter_rows(vals, e, g, F, jnp.dtype(dtype)), f64.T @ g64, **tol)
 
-    def loss(f, W, sparse):
-        out = sparse_decode.decode(f, W, cap, dtype) if sparse else matmul.matmul("bf,fk->bk", f, W, dtype)
-        return jnp.sum(g * out)
 
-    v1, (df1, dW1) = jax.value_and_grad(loss, argnums=(0, 1))(f, W, True)
-    v0, (df0, dW0) = jax.value_and_grad(loss, argnums=(0, 1))(f, W, False)
-    tol = 1e-5 if dtype == "float32" else 2e-3
-    np.testing.assert_allclose(v1, v0, rtol=tol)
-    np.testing.assert_allclose(dW1, dW0, rtol=tol, atol=tol)
-    nz = np.asarray(f != 0)
-    np.testing.assert_allclose(np.asarray(df1)[nz], np.asarray(df0)[nz], rtol=tol, atol=tol)
-    if slack > 0:  # the sparse path passes no gradient to zero codes (exact for top-k masks)
-        assert np.all(np.asarray(df1)[~nz] == 0)
+def _problem(activation, C=3, D=16, F=512, B=64, dtype="float32", **kw):
+    spec = cc.Spec(C, D, F, activation=activation, k=4, k_aux=8, matmul_dtype=dtype, sparse_decode=True, **kw)
+    p = cc.init_params(spec, jax.random.key(0))
+    keys = jax.random.split(jax.random.key(1), 4)
+    p["b_enc"] = 0.1 * jax.random.normal(keys[0], (F,))
+    p["b_dec"] = 0.1 * jax.random.normal(keys[1], (C, D))
+    p["W_dec"] = p["W_dec"] * jax.random.uniform(keys[2], (F, C, 1), minval=0.3, maxval=2.0)  # unequal norms
+    x = jax.random.normal(keys[3], (B, C, D))
+    return spec, p, x
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dead_share", [0.0, 0.3])
 @pytest.mark.parametrize("activation", ["topk", "batchtopk"])
-def test_training_loss_and_gradients_equal_dense(activation, monkeypatch):
-    monkeypatch.setattr(sparse_decode, "MAX_DENSITY", 1.0)
-    C, D, F, B = 2, 16, 128, 32
-    kw = dict(activation=activation, k=4, k_aux=8, dead_tokens=1)
-    dense, sparse = cc.Spec(C, D, F, **kw), cc.Spec(C, D, F, sparse_decode=True, **kw)
-    params = cc.init_params(dense, jax.random.key(0))
-    x = jax.random.normal(jax.random.key(1), (B, C, D))
-    dead = jnp.arange(F) % 3 == 0  # AuxK on: its decode stays dense on both sides
-
-    def grads(spec):
-        return jax.value_and_grad(lambda p: cc.loss_fn(p, {"threshold": jnp.float32(-1.0)}, x, spec, jnp.int32(0),
-                                                       dead)[0])(params)
-
-    (l0, g0), (l1, g1) = grads(dense), grads(sparse)
-    np.testing.assert_allclose(l1, l0, rtol=1e-5)
+def test_loss_and_gradient_equal_dense_autodiff(activation, dead_share, dtype, monkeypatch):
+    monkeypatch.setattr(sparse_step, "AUX_ENTRIES", 8 * 16)  # AuxK in 4 chunks of 16 rows
+    spec, p, x = _problem(activation, dtype=dtype, k_start=12, k_anneal_steps=10)  # k = 8 at step 5
+    state = cc.activations.get(activation).init_state(spec)
+    dead = jax.random.uniform(jax.random.key(2), (spec.dict_size,)) < dead_share
+    step = jnp.int32(5)
+    (l0, a0), g0 = jax.value_and_grad(cc.loss_fn, has_aux=True)(p, state, x, spec, step, dead)
+    (l1, a1), g1 = jax.jit(sparse_step.value_and_grad, static_argnums=3)(p, state, x, spec, step, dead)
+    assert (float(a1["terms"]["auxk"]) > 0) == (dead_share > 0)
+    tol = 1e-5 if dtype == "float32" else 1e-3
+    np.testing.assert_allclose(l1, l0, rtol=tol)
+    for k in a0["terms"]:
+        np.testing.assert_allclose(a1["terms"][k], a0["terms"][k], rtol=tol, atol=1e-7, err_msg=k)
     for k in g0:
-        np.testing.assert_allclose(g1[k], g0[k], rtol=1e-4, atol=1e-6, err_msg=k)
+        scale = float(jnp.max(jnp.abs(g0[k])))
+        np.testing.assert_allclose(g1[k], g0[k], rtol=0, atol=tol * scale, err_msg=k)
+    np.testing.assert_allclose(a1["fvu"], a0["fvu"], rtol=tol)
+    assert float(a1["l0"]) == float(a0["l0"]) == 8.0
+    np.testing.assert_array_equal(a1["fired_F"], a0["fired_F"])
+    for k in a0["act_update"]:
+        np.testing.assert_allclose(a1["act_update"][k], a0["act_update"][k], rtol=tol)
+    assert int(a1["dropped"]) == 0
 
 
-def test_dense_codes_take_the_dense_path():
-    """Above MAX_DENSITY the dense matmul runs: its code gradient is nonzero at zero codes too."""
-    f, rng = _codes(density=0.05)
-    W = jnp.asarray(rng.normal(size=(f.shape[1], 24)), jnp.float32)
-    df = jax.grad(lambda f: jnp.sum(sparse_decode.decode(f, W, f.size, "float32")))(f)
-    assert np.all(np.asarray(df)[np.asarray(f == 0)] != 0)
+def test_ties_past_the_room_are_dropped_and_counted():
+    """Every score equal: all B*F entries tie; the step keeps its room's worth and counts the rest."""
+    spec, p, x = _problem("batchtopk", F=512, B=64)
+    p["W_enc"] = jnp.zeros_like(p["W_enc"])
+    p["b_enc"] = jnp.ones_like(p["b_enc"])
+    p["W_dec"] = jnp.full_like(p["W_dec"], 0.25)  # every norm exactly 1 (D = 16)
+    (loss, aux), grads = sparse_step.value_and_grad(p, {"threshold": jnp.float32(-1)}, x, spec,
+                                                    jnp.int32(0), jnp.zeros(512, bool))
+    room = sparse_decode.round_cap(4 * 64 + 64)
+    assert int(aux["dropped"]) == 512 * 64 - room
+    assert float(aux["l0"]) == 512.0  # the mask keeps every tie; the sums use the first `room`
+    assert np.isfinite(float(loss)) and all(np.all(np.isfinite(g)) for g in grads.values())
 
 
-def test_sparse_decode_needs_a_top_k_activation():
+def test_where_the_sparse_step_applies():
+    assert sparse_step.applies(cc.Spec(3, 16, 16384, k=32, sparse_decode=True))
+    assert not sparse_step.applies(cc.Spec(3, 16, 16384, k=32))  # switched off
+    assert not sparse_step.applies(cc.Spec(3, 16, 1024, k=32, sparse_decode=True))  # 1/32 of codes kept: dense
     with pytest.raises(ValueError, match="sparse_decode needs a top-k activation"):
         cc.Spec(2, 16, 128, activation="l1", sparse_decode=True)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from crosscoder_jax.crosscoder.activations.select import keep_top, kth_largest  # noqa: F401 (re-exported)
+from crosscoder_jax.crosscoder.activations.select import Over, keep_top, kth_largest  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:  # for annotations only: spec.py imports this package to check activation names
     from crosscoder_jax.crosscoder.spec import Spec
@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # for annotations only: spec.py imports this package to check
 class PenaltyContext(NamedTuple):
     """What a loss term may look at: pre-activations and codes [B, F], the normalised batch and
     its reconstruction [B, C, D], summed decoder norms dn [F], the dead-latent mask [F], the step,
-    and the crosscoder's decoder `decode(f_BF, bias=..., max_per_token=...) -> [B, C, D]` (passed
+    and the crosscoder's decoder `decode(f_BF, bias=...) -> [B, C, D]` (passed
     in, so that activation functions need not import the crosscoder that imports them)."""
 
     pre_BF: jax.Array
@@ -50,6 +50,21 @@ class Activation:
               spec: "Spec", dn_F: jax.Array) -> jax.Array:
         """Inference-mode codes f [B, F]."""
         return jax.nn.relu(pre_BF)
+
+    # Top-k activations (codes = relu(pre) where a selection on the scores v keeps them) also
+    # implement `select` and `kept_update`; `crosscoder.sparse_step` trains them from the kept entries.
+    top_k = False
+
+    def select(self, v_BF: jax.Array, spec: "Spec", step: jax.Array, n_tokens: int, over_row: Over | None = None,
+               over_all: Over | None = None) -> tuple[jax.Array, int]:
+        """Training-mode mask of the kept scores v [B, F] >= 0 (this device's block of an
+        n_tokens-row batch, the others reached through `over_row` (same rows, other latents) and
+        `over_all`), and a static bound on how many this block can hold, ties aside."""
+        raise NotImplementedError(f"{type(self).__name__} is not a top-k activation")
+
+    def kept_update(self, min_kept: jax.Array) -> dict[str, jax.Array]:
+        """What `update_state` needs, from the smallest kept score of the batch."""
+        return {}
 
     def penalties(self, ctx: PenaltyContext) -> dict[str, jax.Array]:
         return {}
@@ -99,7 +114,7 @@ def auxk_loss(ctx: PenaltyContext) -> jax.Array:
         k_aux = jnp.minimum(spec.k_aux_resolved, n_dead)
         aux_f_BF = jnp.where(keep_top(cand_BF, k_aux, axis=-1, k_bound=spec.k_aux_resolved), relu_BF, 0.0)
         e_BCD = lax.stop_gradient(ctx.x_BCD - ctx.xhat_BCD)
-        ehat_BCD = ctx.decode(aux_f_BF, bias=False, max_per_token=spec.k_aux_resolved)
+        ehat_BCD = ctx.decode(aux_f_BF, bias=False)
         l2 = jnp.mean(jnp.sum(jnp.square(e_BCD - ehat_BCD), axis=(1, 2)))
         var = jnp.mean(jnp.sum(jnp.square(e_BCD - jnp.mean(e_BCD, axis=0, keepdims=True)), axis=(1, 2)))
         return jnp.where(var > 0, l2 / jnp.maximum(var, 1e-30), 0.0)

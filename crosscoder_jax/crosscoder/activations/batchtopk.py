@@ -13,17 +13,25 @@ from crosscoder_jax.crosscoder.activations.base import Activation, PenaltyContex
 
 
 class BatchTopK(Activation):
+    top_k = True
+
     def init_state(self, spec):
         return {"threshold": jnp.float32(-1.0)}  # < 0: not estimated yet
+
+    def select(self, v_BF, spec, step, n_tokens, over_row=None, over_all=None):
+        keep_BF = keep_top(v_BF, k_at(spec, step) * n_tokens, axis=None, k_bound=k_bound(spec) * n_tokens,
+                           over=over_all)
+        # one block may hold every kept entry of the batch
+        return keep_BF, min(k_bound(spec) * n_tokens, v_BF.size)
+
+    def kept_update(self, min_kept):
+        return {"min_kept": lax.stop_gradient(jnp.where(jnp.isfinite(min_kept), min_kept, 0.0))}
 
     def train(self, pre_BF, params, state, spec, dn_F, step):
         relu_BF = jax.nn.relu(pre_BF)
         v_BF = relu_BF * dn_F
-        keep_BF = keep_top(v_BF, k_at(spec, step) * pre_BF.shape[0], axis=None,
-                           k_bound=k_bound(spec) * pre_BF.shape[0])
-        min_kept = jnp.min(jnp.where(keep_BF, v_BF, jnp.inf))
-        min_kept = jnp.where(jnp.isfinite(min_kept), min_kept, 0.0)
-        return jnp.where(keep_BF, relu_BF, 0.0), {"min_kept": lax.stop_gradient(min_kept)}
+        keep_BF, _ = self.select(v_BF, spec, step, pre_BF.shape[0])
+        return jnp.where(keep_BF, relu_BF, 0.0), self.kept_update(jnp.min(jnp.where(keep_BF, v_BF, jnp.inf)))
 
     def infer(self, pre_BF, params, state, spec, dn_F):
         relu_BF = jax.nn.relu(pre_BF)

@@ -16,15 +16,17 @@ blocks with M >= lo (about k of them) are gathered and the bisection runs on tho
 only: one pass over the data for M plus ~31 passes over N/s + k*s entries instead of N. If ties
 make more blocks qualify than the static room allows, it falls back to the full bisection.
 
-The compacted search runs on a single device only (`single_device`): its gathers at data-dependent
-positions make XLA's partitioner gather the whole sharded array onto every device (a data-parallel
-8-device step went from 1.1 s to 76 s), while the plain bisection partitions into local counts
-and one all-reduce per round.
+The compacted search runs on a single device only (`single_device`), or per device inside
+`shard_map` with the counts summed over the devices that hold the rest of the array (`over`): left
+to XLA's partitioner, its gathers at data-dependent positions gather the whole sharded array onto
+every device (a data-parallel 8-device step went from 1.1 s to 76 s), while the plain bisection
+partitions into local counts and one all-reduce per round.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,15 +35,27 @@ from jax import lax
 _INF_BITS = 0x7F800000  # bit pattern of +inf: an upper bound for every finite non-negative float32
 
 
-def _bisect(bits: jax.Array, k: jax.Array, lo: jax.Array, hi: jax.Array, per_row: bool) -> jax.Array:
+class Over(NamedTuple):
+    """Reductions over the devices holding the other parts of the array, for a search run per
+    device inside `shard_map` (e.g. `lax.psum`/`lax.pmax` over the data and latent axes)."""
+
+    sum: Callable[[jax.Array], jax.Array]
+    max: Callable[[jax.Array], jax.Array]
+
+
+_LOCAL = Over(sum=lambda a: a, max=lambda a: a)
+
+
+def _bisect(bits: jax.Array, k: jax.Array, lo: jax.Array, hi: jax.Array, per_row: bool,
+            over: Over = _LOCAL) -> jax.Array:
     """Largest t in [lo, hi) with count(bits >= t) >= k, given count(bits >= lo) >= k > count(bits >= hi).
     bits [..., n] int32; k, lo, hi [...] per row (per_row), or scalars (counting over all of bits).
     A fixed 31 rounds: enough for any bracket of non-negative float32 patterns."""
 
     def count(t):
         if per_row:
-            return jnp.sum(bits >= t[..., None], axis=-1, dtype=jnp.int32)
-        return jnp.sum(bits >= t, dtype=jnp.int32)
+            return over.sum(jnp.sum(bits >= t[..., None], axis=-1, dtype=jnp.int32))
+        return over.sum(jnp.sum(bits >= t, dtype=jnp.int32))
 
     def body(carry):
         lo, hi = carry
@@ -74,13 +88,13 @@ def block_size(n: int, k_bound: int, rows: int) -> int:
     return s
 
 
-def _compacted(bits: jax.Array, k: jax.Array, k_bound: int, s: int, per_row: bool) -> jax.Array:
+def _compacted(bits: jax.Array, k: jax.Array, k_bound: int, s: int, per_row: bool, over: Over) -> jax.Array:
     """The bisection on the blocks that can hold the answer (see the module docstring); bits [R, n]."""
     R, n = bits.shape
     M_RN = jnp.max(bits.reshape(R, n // s, s), axis=-1)
-    hi = (jnp.max(M_RN, axis=-1) if per_row else jnp.max(M_RN)) + 1
+    hi = over.max(jnp.max(M_RN, axis=-1) if per_row else jnp.max(M_RN)) + 1
     zero = jnp.zeros(hi.shape, jnp.int32)
-    lo = _bisect(M_RN, k, zero, hi, per_row)
+    lo = _bisect(M_RN, k, zero, hi, per_row, over)
     # With fewer than k positive blocks lo is 0; then the positive blocks hold every positive entry.
     sel = M_RN >= jnp.maximum(lo, 1)[..., None] if per_row else M_RN >= jnp.maximum(lo, 1)
     cap = k_bound + max(64, k_bound // 16)  # room for ties among block maxima
@@ -98,20 +112,24 @@ def _compacted(bits: jax.Array, k: jax.Array, k_bound: int, s: int, per_row: boo
             idx, = jnp.nonzero(sel.reshape(-1), size=cap, fill_value=0)
             cand = blocks.reshape(R * (n // s), s)[idx]  # [cap, s]
             cand = jnp.where((jnp.arange(cap) < n_sel)[:, None], cand, 0)
-        return _bisect(cand, k, lo, hi, per_row)
+        return _bisect(cand, k, lo, hi, per_row, over)
 
     def full(_):
-        return _bisect(bits, k, zero, jnp.full(hi.shape, _INF_BITS + 1, jnp.int32), per_row)
+        return _bisect(bits, k, zero, jnp.full(hi.shape, _INF_BITS + 1, jnp.int32), per_row, over)
 
-    return lax.cond(jnp.all(n_sel <= cap), fast, full, None)
+    # every device must take the same branch: both run collectives
+    overflow = over.max(jnp.any(n_sel > cap).astype(jnp.int32))
+    return lax.cond(overflow == 0, fast, full, None)
 
 
-def kth_largest(v: jax.Array, k: jax.Array | int, axis: int | None = None, k_bound: int | None = None) -> jax.Array:
+def kth_largest(v: jax.Array, k: jax.Array | int, axis: int | None = None, k_bound: int | None = None,
+                over: Over | None = None) -> jax.Array:
     """Exact k-th largest value of a non-negative array v [..., n], over the last axis or over all of it.
 
     k may be traced and per row; k <= 0 gives +inf (keep nothing), k above the number of entries 0.
     `k_bound`, a static upper bound on k, enables the compacted search on a single device (much
-    faster for k << n).
+    faster for k << n). `over`: v is this device's part of a larger array inside `shard_map` (rows
+    split for axis=-1 need no reduction; the last axis, or every axis for None, combined by `over`).
     No gradient flows through the result. Returns a float32 scalar, or [...] for axis=-1.
     """
     if axis not in (None, -1):
@@ -123,22 +141,24 @@ def kth_largest(v: jax.Array, k: jax.Array | int, axis: int | None = None, k_bou
     shape = lead if per_row else ()
     k = jnp.broadcast_to(jnp.asarray(k, jnp.int32), shape)
     rows = math.prod(lead)
-    usable = k_bound is not None and rows >= 1 and n >= 1 and single_device()
+    usable = k_bound is not None and rows >= 1 and n >= 1 and (over is not None or single_device())
+    over = over or _LOCAL
     s = block_size(n, k_bound, rows if not per_row else 1) if usable else 0
     if s:
-        t = _compacted(bits.reshape(rows, n), k.reshape(-1) if per_row else k, k_bound, s, per_row)
+        t = _compacted(bits.reshape(rows, n), k.reshape(-1) if per_row else k, k_bound, s, per_row, over)
         t = t.reshape(shape)
     else:
         # counted in v's own shape: flattening an array split over its last axis would reshard it
-        t = _bisect(bits, k, jnp.zeros(shape, jnp.int32), jnp.full(shape, _INF_BITS + 1, jnp.int32), per_row)
+        t = _bisect(bits, k, jnp.zeros(shape, jnp.int32), jnp.full(shape, _INF_BITS + 1, jnp.int32), per_row, over)
     t = jnp.where(k <= 0, _INF_BITS, t)
     return lax.bitcast_convert_type(t, jnp.float32)
 
 
-def keep_top(v: jax.Array, k: jax.Array | int, axis: int | None, k_bound: int | None = None) -> jax.Array:
+def keep_top(v: jax.Array, k: jax.Array | int, axis: int | None, k_bound: int | None = None,
+             over: Over | None = None) -> jax.Array:
     """Mask of the k largest positive entries of v >= 0 (per row for axis=-1, overall for None).
-    Exact ties at the k-th value are all kept; zeros never are. `k_bound` as in `kth_largest`."""
-    t = kth_largest(v, k, axis, k_bound)
+    Exact ties at the k-th value are all kept; zeros never are. `k_bound`, `over` as in `kth_largest`."""
+    t = kth_largest(v, k, axis, k_bound, over)
     if axis == -1:
         t = t[..., None]
     return (v >= t) & (v > 0)

@@ -10,12 +10,20 @@ from crosscoder_jax.crosscoder.activations.base import Activation, PenaltyContex
 
 
 class TopK(Activation):
+    top_k = True
+
     def _codes(self, pre_BF, dn_F, k, bound):
         relu_BF = jax.nn.relu(pre_BF)
         return jnp.where(keep_top(relu_BF * dn_F, k, axis=-1, k_bound=bound), relu_BF, 0.0)
 
+    def select(self, v_BF, spec, step, n_tokens, over_row=None, over_all=None):
+        keep_BF = keep_top(v_BF, k_at(spec, step), axis=-1, k_bound=k_bound(spec), over=over_row)
+        return keep_BF, k_bound(spec) * v_BF.shape[0]
+
     def train(self, pre_BF, params, state, spec, dn_F, step):
-        return self._codes(pre_BF, dn_F, k_at(spec, step), k_bound(spec)), {}
+        relu_BF = jax.nn.relu(pre_BF)
+        keep_BF, _ = self.select(relu_BF * dn_F, spec, step, pre_BF.shape[0])
+        return jnp.where(keep_BF, relu_BF, 0.0), {}
 
     def infer(self, pre_BF, params, state, spec, dn_F):
         return self._codes(pre_BF, dn_F, spec.k, spec.k)

@@ -1,0 +1,195 @@
+"""The top-k training loss and its gradient with the encoder forward as the only dense matmul.
+
+For topk and batchtopk codes everything after the encoder's pre-activations depends on the kept
+entries only (about k of F per token): the reconstruction sums k decoder rows per token, the code
+gradient is one dot per entry, and both weight gradients are scatter-adds of one row per entry (the
+decoder's of the reconstruction error, the encoder's of the input). AuxK is the same on the dead
+latents' entries. So `value_and_grad` writes the loss and its gradient by hand with the kernels of
+`sparse_decode`: the same numbers as `jax.value_and_grad(core.loss_fn)` (tested against it), in
+O(B k C D) beyond the forward matmul, holding O(B k) numbers for the backward where autodiff of the
+dense loss keeps several [B, F] arrays (and runs the encoder's weight gradient as a second
+B x C D x F matmul).
+
+It is written for one device's block of a `data x snapshot x latent` mesh, with the collectives
+named by `Axes` (none on one device): the selection counts over the devices that hold the other
+latents (and, for batchtopk, the other rows), the pre-activation is summed over snapshot shards,
+the reconstruction over latent shards, and the code gradient over snapshot shards. The gradient
+comes back summed over everything but the data axis, which the caller reduces (a reduce-scatter
+under ZeRO; `training.sharding.sparse_value_and_grad`).
+
+Ties: every entry tied at the k-th score is kept, as on the dense path, up to room for
+`max(64, cap / 64)` of them beyond k per token; ties past that (constant inputs, say) are dropped in
+row-major order and counted in aux["dropped"].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from crosscoder_jax.crosscoder import activations, matmul, sparse_decode
+from crosscoder_jax.crosscoder.activations.base import k_bound
+from crosscoder_jax.crosscoder.activations.select import Over, keep_top
+from crosscoder_jax.crosscoder.spec import Spec
+
+MAX_DENSITY = 1 / 64  # above this share of kept codes (k / F) the dense step runs
+
+
+def applies(spec: Spec) -> bool:
+    """Whether `spec` trains through this module: a top-k activation with `sparse_decode` on and
+    at most `MAX_DENSITY` of the codes kept (measured in `benchmarks/bench_sparse_decode.py`)."""
+    act = activations.get(spec.activation)
+    return spec.sparse_decode and act.top_k and k_bound(spec) <= spec.dict_size * MAX_DENSITY
+
+
+@dataclasses.dataclass(frozen=True)
+class Axes:
+    """Mesh axis names of this device's block (None: not split, no collective)."""
+
+    data: str | None = None
+    snapshot: str | None = None
+    latent: str | None = None
+
+    def _names(self, which: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(n for n in (getattr(self, w) for w in which) if n)
+
+    def sum(self, x: jax.Array, *which: str) -> jax.Array:
+        names = self._names(which)
+        return lax.psum(x, names) if names else x
+
+    def max(self, x: jax.Array, *which: str) -> jax.Array:
+        names = self._names(which)
+        return lax.pmax(x, names) if names else x
+
+    def min(self, x: jax.Array, *which: str) -> jax.Array:
+        names = self._names(which)
+        return lax.pmin(x, names) if names else x
+
+    def over(self, *which: str) -> Over | None:
+        if not self._names(which):
+            return None
+        return Over(sum=lambda a: self.sum(a, *which), max=lambda a: self.max(a, *which))
+
+
+def _cap(bound: int) -> int:
+    return bound + max(64, bound // 64)
+
+
+AUX_ENTRIES = 1 << 17  # AuxK entries per chunk of rows
+
+
+def _row_chunk(B: int, k_aux: int) -> int:
+    """Rows per AuxK chunk: the largest divisor of B whose chunk holds at most ~`AUX_ENTRIES` entries."""
+    target = max(1, AUX_ENTRIES // k_aux)
+    return max(d for d in range(1, min(B, target) + 1) if B % d == 0)
+
+
+def _listed(keep_BF: jax.Array, relu_BF: jax.Array, bound: int, axes: Axes, over: tuple[str, ...]):
+    """The kept entries (rows, cols, and relu(pre) there, 0 past n) and how many ties were dropped."""
+    e = sparse_decode.entries(keep_BF, _cap(bound))
+    valid = jnp.arange(e.rows.shape[0]) < e.n
+    vals = jnp.where(valid, relu_BF[e.rows, e.cols], 0.0)
+    dropped = axes.sum(jnp.sum(keep_BF, dtype=jnp.int32) - e.n, *over)
+    return e, vals, dropped
+
+
+def value_and_grad(params: Mapping[str, jax.Array], act_state: Mapping[str, jax.Array], x_BCD: jax.Array,
+                   spec: Spec, step: jax.Array, dead_F: jax.Array, axes: Axes = Axes(),
+                   n_tokens: int | None = None,
+                   reduce_data: Callable[[str, jax.Array, int], jax.Array] | None = None,
+                   ) -> tuple[tuple[jax.Array, dict[str, Any]], dict[str, jax.Array]]:
+    """((loss, aux), grads) of `core.loss_fn` for a top-k activation, from the kept entries.
+
+    Block shapes: params W_enc [C, D, F], b_enc [F], W_dec [F, C, D], b_dec [C, D]; x [B, C, D] this
+    block's normalised batch; dead_F [F]. `n_tokens`: rows of the whole batch (default B).
+    aux: "terms" (recon, auxk), "fvu" [C] (`core.fvu`), "fired_F" [F] (any kept entry in the batch),
+    "l0" (mean kept per token), "act_update", "dropped" (ties past the room for them). grads: the
+    block's gradient, passed through `reduce_data(name, grad, d_axis)` (the caller's reduction over
+    the data axis; d_axis is the gradient's D axis, -1 for b_enc) before the encoder's is transposed
+    to [C, D, F], so that a reduce-scatter along D never needs a transposed copy of the whole block.
+    """
+    act = activations.get(spec.activation)
+    dtype = jnp.dtype(spec.matmul_dtype)
+    x_BCD = x_BCD.astype(jnp.float32)
+    B, C, D = x_BCD.shape
+    F = params["W_enc"].shape[-1]
+    N = n_tokens or B
+    x_BK = x_BCD.reshape(B, C * D)
+    W_FK = params["W_dec"].reshape(F, C * D)
+
+    pre_BF = axes.sum(matmul.matmul("bk,kf->bf", x_BK, params["W_enc"].reshape(C * D, F), spec.matmul_dtype),
+                      "snapshot") + params["b_enc"]
+    relu_BF = jax.nn.relu(pre_BF)
+    dn_F = axes.sum(jnp.sum(jnp.sqrt(jnp.sum(jnp.square(params["W_dec"]), axis=-1)), axis=-1), "snapshot")
+    v_BF = relu_BF * dn_F
+    keep_BF, bound = act.select(v_BF, spec, step, N, over_row=axes.over("latent"),
+                                over_all=axes.over("data", "latent"))
+    e, vals, dropped = _listed(keep_BF, relu_BF, bound, axes, ("data", "latent"))
+    fired_F = axes.max(jnp.any(keep_BF, axis=0).astype(jnp.int32), "data") > 0
+    l0 = axes.sum(jnp.sum(keep_BF, dtype=jnp.int32), "data", "latent") / N
+    min_kept = axes.min(jnp.min(jnp.where(keep_BF, v_BF, jnp.inf)), "data", "latent")
+
+    xhat_BK = axes.sum(sparse_decode.gather_sum(vals, W_FK, e, B, dtype), "latent")
+    xhat_BK = xhat_BK + params["b_dec"].reshape(C * D)
+    r_BK = xhat_BK - x_BK
+    err_C = axes.sum(jnp.sum(jnp.square(r_BK.reshape(B, C, D)), axis=(0, 2)), "data")
+    recon = axes.sum(jnp.sum(err_C), "snapshot") / N
+    mean_CD = axes.sum(jnp.sum(x_BCD, axis=0), "data") / N
+    var_C = axes.sum(jnp.sum(jnp.square(x_BCD - mean_CD), axis=(0, 2)), "data")
+    d_vals, dW_FK = sparse_decode.decoder_grads(vals, W_FK, e, r_BK, dtype, g_scale=2.0 / N)
+    d_vals = axes.sum(d_vals, "snapshot")
+
+    # relu' = 1 at every kept entry (its score, hence its pre-activation, is > 0)
+    dW_enc_FK = sparse_decode.scatter_rows(d_vals, e, x_BK, F, dtype)
+    db_enc_F = jnp.zeros((F,), jnp.float32).at[e.cols].add(d_vals)
+
+    # AuxK (`activations.base.auxk_loss`): the top k_aux dead latents of each token reconstruct the
+    # residual x - xhat without decoder bias, normalised by its variance; 0 with none dead. In
+    # chunks of rows, so that its entries (up to k_aux per token, D / 2 by default) stay small.
+    n_dead = axes.sum(jnp.sum(dead_F, dtype=jnp.int32), "latent")
+    k_aux = min(spec.k_aux_resolved, F)
+    rows = _row_chunk(B, k_aux)
+
+    def with_dead(carry):
+        err_BK = -r_BK
+        mean_K = axes.sum(jnp.sum(err_BK, axis=0), "data") / N
+        var = axes.sum(jnp.sum(jnp.square(err_BK - mean_K)), "data", "snapshot") / N
+        inv = jnp.where(var > 0, spec.aux_coeff / jnp.maximum(var, 1e-30), 0.0)
+
+        def chunk(i, c):
+            l2, dropped, dW_FK, dW_enc_FK, db_enc_F = c
+            relu_bF, err_bK, x_bK = (lax.dynamic_slice_in_dim(a, i * rows, rows) for a in (relu_BF, err_BK, x_BK))
+            cand_bF = jnp.where(dead_F[None, :], relu_bF, 0.0)
+            keep_bF = keep_top(cand_bF, jnp.minimum(spec.k_aux_resolved, n_dead), axis=-1,
+                               k_bound=spec.k_aux_resolved, over=axes.over("latent"))
+            ea, vals, drop = _listed(keep_bF, relu_bF, k_aux * rows, axes, ("data", "latent"))
+            diff_bK = err_bK - axes.sum(sparse_decode.gather_sum(vals, W_FK, ea, rows, dtype), "latent")
+            d_vals, dW_FK = sparse_decode.decoder_grads(vals, W_FK, ea, diff_bK, dtype, dW_FK, (-2.0 / N) * inv)
+            d_vals = axes.sum(d_vals, "snapshot")
+            dW_enc_FK = sparse_decode.scatter_rows(d_vals, ea, x_bK, F, dtype, dW_enc_FK)
+            return (l2 + jnp.sum(jnp.square(diff_bK)), dropped + drop, dW_FK, dW_enc_FK,
+                    db_enc_F.at[ea.cols].add(d_vals))
+
+        l2, dropped, *carry = lax.fori_loop(0, B // rows, chunk, (jnp.float32(0.0), jnp.int32(0), *carry))
+        return inv * axes.sum(l2, "data", "snapshot") / N, dropped, *carry
+
+    def none_dead(carry):
+        return jnp.float32(0.0), jnp.int32(0), *carry
+
+    auxk, dropped_a, dW_FK, dW_enc_FK, db_enc_F = lax.cond(n_dead > 0, with_dead, none_dead,
+                                                           (dW_FK, dW_enc_FK, db_enc_F))
+
+    reduce_data = reduce_data or (lambda name, g, d_axis: g)
+    grads = {name: reduce_data(name, jnp.zeros_like(p), -1) for name, p in params.items()}
+    dW_enc_FCd = reduce_data("W_enc", dW_enc_FK.reshape(F, C, D), 2)
+    # a plain transpose, which XLA fuses into the optimizer's elementwise update
+    grads.update(W_enc=jnp.transpose(dW_enc_FCd, (1, 2, 0)), b_enc=reduce_data("b_enc", db_enc_F, -1),
+                 W_dec=reduce_data("W_dec", dW_FK.reshape(F, C, D), 2),
+                 b_dec=reduce_data("b_dec", (2.0 / N) * jnp.sum(r_BK, axis=0).reshape(C, D), 1))
+    aux = {"terms": {"recon": recon, "auxk": auxk}, "fvu": err_C / jnp.maximum(var_C, 1e-30), "fired_F": fired_F,
+           "l0": l0, "act_update": act.kept_update(min_kept), "dropped": dropped + dropped_a}
+    return (recon + auxk, aux), grads
