@@ -27,12 +27,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.bandwidth = 0.5             # jumprelu straight-through kernel width (inputs have mean norm sqrt(D))
     c.init_threshold = 0.5        # jumprelu initial threshold
     c.dec_init_norm = 0.0         # decoder row norm at init (0: 0.08 for l1, 1.0 otherwise)
-    c.matmul_dtype = "bfloat16"   # bf16 operands, float32 accumulation, forward and backward (2.7x the
-                                  # float32 step on the dev CPU, same loss curve: benchmarks/README.md);
-                                  # "float32" for full-precision matmuls
-    c.sparse_decode = True        # topk/batchtopk: decode from the kept entries only (same math; 1.1-1.2x
-                                  # the dense step on the dev CPU at F = 16384 and 65536, k = 32:
-                                  # benchmarks/README.md); ignored by l1 and jumprelu
+    c.matmul_dtype = "auto"       # operands of the matmuls (float32 accumulation): bf16 on GPU/TPU, on CPU
+                                  # bf16 only where a start-up probe shows it faster (runtime/matmul_choice.py);
+                                  # or "float32" / "bfloat16"
+    c.sparse_decode = True        # topk/batchtopk: everything after the encoder forward from the kept entries
+                                  # (same math; where k <= F / 64: crosscoder/sparse_step.py); ignored by l1, jumprelu
     c.normalize = True            # scale each checkpoint to mean norm sqrt(D)
     c.lr = 5e-5
     c.b1 = 0.9

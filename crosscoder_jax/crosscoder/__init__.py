@@ -6,7 +6,8 @@ Gives: parameters (`W_enc [C, D, F]`, `b_enc [F]`, `W_dec [F, C, D]`, `b_dec [C,
 
 Modules: `spec` (Spec), `core` (init, encode/decode, loss, FVU, scale folding), `activations/`
 (the registry of activation functions: l1, topk, batchtopk, jumprelu), `matmul` and
-`sparse_decode` (the kernels), `export` (the safetensors file and `load_crosscoder`).
+`sparse_decode` (the kernels), `sparse_step` (the top-k loss and gradient from the kept entries),
+`export` (the safetensors file and `load_crosscoder`).
 Imports no other stage.
 """
 

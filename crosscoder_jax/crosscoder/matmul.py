@@ -42,10 +42,13 @@ def _parse(subscripts: str) -> tuple[str, str, str]:
 
 def dot2d(subscripts: str, x: jax.Array, y: jax.Array, dtype=jnp.float32) -> jax.Array:
     """einsum `subscripts` (a 2-D dot with one contracted index) of x and y cast to `dtype`, float32
-    result, emitted as `L[i,c] R[., .]` with the fewest elements transposed physically."""
+    result; on the CPU backend emitted as `L[i,c] R[., .]` with the fewest elements transposed
+    physically (GPU and TPU compilers pick their own layouts: the plain dot runs there)."""
     a, b, out = _parse(subscripts)
     (c,) = set(a) & set(b)
     x, y = x.astype(dtype), y.astype(dtype)
+    if jax.default_backend() != "cpu":
+        return jnp.einsum(subscripts, x, y, preferred_element_type=jnp.float32)
     best = None
     for lhs, ls, rhs, rs in ((x, a, y, b), (y, b, x, a)):
         i = ls.replace(c, "")

@@ -34,11 +34,10 @@ class Spec:
       init_threshold: initial jumprelu threshold.
       dec_init_norm: norm of every decoder row W_dec[i, c] at init; None: 0.08 for l1, else 1.0.
       matmul_dtype: operand dtype of the encoder/decoder matmuls ("float32" or "bfloat16");
-        accumulation is always float32.
-      sparse_decode: topk/batchtopk training decodes from the kept entries only, the main
-        reconstruction and AuxK's (gathers and a scatter-add instead of three dense matmuls;
-        `sparse_decode.py`). Same math; used on one device where at most 1/256 of the codes are
-        nonzero, else the dense matmul runs (benchmarks/README.md).
+        accumulation is always float32 (configs may say "auto": `runtime.matmul_choice`).
+      sparse_decode: topk/batchtopk training computes everything after the encoder forward from the
+        kept entries (`sparse_step`: gathers and scatter-adds instead of four of the five dense
+        matmuls; the same numbers). Used where at most `sparse_step.MAX_DENSITY` of the codes are kept.
     """
 
     n_checkpoints: int

@@ -1,5 +1,6 @@
 """The floor every stage stands on: devices and meshes for batch-parallel programs, multi-host
-start-up, and the run bookkeeping of long runs (metrics.jsonl, progress bars with rate and ETA).
+start-up, the run bookkeeping of long runs (metrics.jsonl, progress bars with rate and ETA), and
+the per-machine choice of matmul operand dtype (`matmul_choice`).
 
 Takes and gives nothing of the data flow; imports no other stage.
 """

@@ -17,6 +17,7 @@ import numpy as np
 
 from crosscoder_jax.crosscoder import Spec
 from crosscoder_jax.data.store import Store
+from crosscoder_jax.runtime import matmul_choice
 
 # May differ between the run in a workdir and the command that resumes it.
 RUN_CONTROL = {"log_every", "save_every", "max_to_keep", "progress", "resume_anyway", "stop_after", "reader.prefetch",
@@ -29,7 +30,8 @@ class ConfigMismatch(ValueError):
 
 
 def spec_from_config(config, n_checkpoints: int, d_model: int) -> Spec:
-    """The crosscoder `Spec` a training config asks for (0 means "default" for optional ints)."""
+    """The crosscoder `Spec` a training config asks for (0 means "default" for optional ints;
+    matmul_dtype "auto" resolved for this backend by `runtime.matmul_choice`)."""
     return Spec(
         n_checkpoints=n_checkpoints, d_model=d_model, dict_size=config.dict_size, activation=config.activation,
         k=config.k, k_start=config.k_start or None, k_anneal_steps=config.k_anneal_steps,
@@ -38,7 +40,7 @@ def spec_from_config(config, n_checkpoints: int, d_model: int) -> Spec:
         aux_coeff=config.aux_coeff, k_aux=config.k_aux or None, dead_tokens=config.dead_tokens,
         threshold_beta=config.threshold_beta, threshold_start_step=config.threshold_start_step,
         bandwidth=config.bandwidth, init_threshold=config.init_threshold,
-        dec_init_norm=config.dec_init_norm or None, matmul_dtype=config.matmul_dtype,
+        dec_init_norm=config.dec_init_norm or None, matmul_dtype=matmul_choice.choose(config.matmul_dtype)[0],
         sparse_decode=config.sparse_decode and config.activation in ("topk", "batchtopk"))
 
 

@@ -26,6 +26,7 @@ from crosscoder_jax.crosscoder import Spec, activations, save_crosscoder, sparse
 from crosscoder_jax.crosscoder.activations.base import k_at
 from crosscoder_jax.data.reader import NonFiniteActivations, StoreReader
 from crosscoder_jax.data.store import Store
+from crosscoder_jax.runtime import matmul_choice
 from crosscoder_jax.runtime.runlog import MetricsLog, jsonable, progress
 from crosscoder_jax.training import runconfig, sharding
 
@@ -183,7 +184,9 @@ def train(config) -> dict[str, Any]:
     if jax.process_index() == 0:
         log.drop_after(start)
         log.write({"event": "start" if start == 0 else "resume", "step": start, "processes": jax.process_count(),
-                   "devices": jax.device_count(), "mesh": dict(mesh.shape),
+                   "devices": jax.device_count(), "mesh": dict(mesh.shape), "matmul_dtype": spec.matmul_dtype,
+                   "matmul_dtype_why": matmul_choice.choose(config.matmul_dtype)[1],
+                   "step_path": "sparse top-k" if sparse_step.applies(spec) else "dense autodiff",
                    "block": {"rows": [block[0].start, block[0].stop], "checkpoints": [block[1].start, block[1].stop]}})
     reader = _reader(store, config, block, int(state.data_position))
     bar = progress(config.steps, initial=start, desc="train", unit="step",
