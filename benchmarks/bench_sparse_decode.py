@@ -1,11 +1,12 @@
-"""Sparse against dense decoding in the topk / batchtopk train step, side by side.
+"""The sparse top-k step against the dense autodiff step for topk / batchtopk, side by side.
 
   python benchmarks/bench_sparse_decode.py [--C 3 --D 512 --Fs 16384,65536 --batch 4096 --k 32 --steps 3]
 
-Prints one table: step seconds and tokens/s of the jitted train step with the dense decoder
-(three [B, F] x [F, C*D] matmuls) and with `sparse_decode=True` (gathers and a scatter-add over
-the k*B kept entries), per activation and dictionary size, and the speedup. AuxK is off (no latent
-goes dead) so the table isolates the main decoder; bf16 operands (the default). One variant at a
+Prints one table: step seconds and tokens/s of the jitted train step with the dense autodiff loss
+(five [B, F] x [F, C*D]-sized matmuls) and with `sparse_decode=True` (`crosscoder/sparse_step.py`:
+the encoder forward, then gathers and scatter-adds over the k*B kept entries), per activation and
+dictionary size, and the speedup. AuxK is off (no latent goes dead) so the table isolates the
+main path; bf16 operands. One variant at a
 time is built, warmed up and timed for `steps` consecutive steps, then freed: with both resident
 and stepped in turn, XLA's CPU runtime re-faults its large temporaries every step (system time
 dominated and both variants ran ~2x slower at F = 65536). Medians are reported.

@@ -15,13 +15,15 @@ from crosscoder_jax.training import sharding
 from crosscoder_jax.crosscoder import sparse_step
 from crosscoder_jax.training.train import build
 
-C, D, B, F = 8, 16, 64, 256
+C, D, B = 8, 16, 64
+F_SPARSE, F_DENSE = 512, 64  # k = 4 of 512 takes the sparse top-k step; l1 and jumprelu stay small
 MESHES = ((2, 2, 2, True), (1, 4, 2, True), (1, 8, 1, True), (8, 1, 1, True), (8, 1, 1, False))
 
 
 def run(activation, mesh_shape, steps=20, sparse=True):
     c = get_config()
     c.sparse_decode = sparse
+    F = F_SPARSE if activation in ("topk", "batchtopk") else F_DENSE
     c.dict_size, c.k, c.batch_size, c.steps, c.lr = F, 4, B, steps, 1e-2
     c.activation, c.dead_tokens, c.threshold_start_step = activation, 128, 5
     c.matmul_dtype = "float32"  # the bound (1e-5) is for float32; bf16 rounds reduction-order noise up

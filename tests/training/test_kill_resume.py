@@ -35,7 +35,8 @@ def logged_steps(workdir):
     return max([json.loads(l)["step"] for l in path.read_text().splitlines() if l.strip()] or [0])
 
 
-@pytest.mark.parametrize("case", [ONE_DEVICE, SHARDED], ids=["one-device", "sharded-2x2x2"])
+@pytest.mark.parametrize("case", [pytest.param(ONE_DEVICE, marks=pytest.mark.slow), SHARDED],
+                         ids=["one-device", "sharded-2x2x2"])  # the sharded case covers the one-device path too
 def test_sigkill_and_resume_matches_uninterrupted(case, planted_setup, planted_setup_c4, tmp_path):
     store, _ = planted_setup_c4 if case["devices"] else planted_setup
     env = subprocess_env(**({"XLA_FLAGS": f"--xla_force_host_platform_device_count={case['devices']}"}

@@ -14,20 +14,32 @@ from conftest import ROOT, subprocess_env
 from crosscoder_jax.training import sharding
 
 
-def test_meshes_give_the_same_parameters_after_20_steps():
+def _sharded_equals_unsharded(*activations):
     env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    out = subprocess.run([sys.executable, str(ROOT / "tests" / "sharded_check.py"), "batchtopk", "topk", "l1",
-                          "jumprelu"], env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "sharded_check.py"), *activations],
+                         env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.split("RESULT ", 1)[1])
-    assert len(result) == 20
+    assert len(result) == 5 * len(activations)
     for name, r in result.items():
         assert r["params"] < 1e-5 and r["state"] < 1e-5 and r["dead_equal"], (name, r)
         # ZeRO: every mesh splits the encoder into 8 (data along D); without ZeRO data replicates it
         assert r["W_enc_share"] == (1.0 if "no-zero" in name else 1 / 8), (name, r)
+    return result
+
+
+def test_meshes_give_the_same_parameters_after_20_steps():
+    """The sparse top-k step (batch and per-row selection) and the dense autodiff step (l1)."""
+    result = _sharded_equals_unsharded("batchtopk", "topk", "l1")
     assert result["batchtopk 2x2x2"]["specs"] == {"W_enc": str(P("snapshot", "data", "latent")),
                                                   "W_dec": str(P("latent", "snapshot", "data")),
                                                   "b_dec": str(P("snapshot", "data"))}
+
+
+@pytest.mark.slow
+def test_meshes_give_the_same_parameters_after_20_steps_jumprelu():
+    """jumprelu takes the same dense autodiff path as l1, plus its latent-split threshold."""
+    _sharded_equals_unsharded("jumprelu")
 
 
 def test_partition_specs_follow_the_mesh_and_divisibility():
