@@ -20,14 +20,13 @@ import argparse
 import gc
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from benchmarks.common import matmul_peak  # noqa: E402
+from benchmarks.common import compile_and_time, matmul_peak  # noqa: E402
 from configs.crosscoder import get_config  # noqa: E402
 from crosscoder_jax.crosscoder import sparse_step  # noqa: E402
 from crosscoder_jax.training import sharding  # noqa: E402
@@ -57,14 +56,7 @@ def step_row(activation: str, C: int, D: int, F: int, batch: int, mesh_shape=(1,
         box["state"], m = step_fn(box["state"], x)
         return m["loss"]
 
-    t = time.perf_counter()
-    jax.block_until_ready(step())
-    compile_s = time.perf_counter() - t
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        jax.block_until_ready(step())
-        times.append(time.perf_counter() - t)
+    compile_s, times = compile_and_time(step, steps)
     step_s = float(np.median(times))
     sparse = sparse_step.applies(spec)
     flops = 2 * batch * C * D * F + 8 * batch * K * C * D if sparse else 10 * batch * C * D * F

@@ -30,6 +30,19 @@ def timeit(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float
     return best
 
 
+def compile_and_time(fn: Callable[[], object], steps: int) -> tuple[float, list[float]]:
+    """Seconds of the first (compiling) call of `fn` and of each of `steps` further calls, all blocked."""
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - t
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return first, times
+
+
 def matmul_peak(n: int = 4096, dtype=jnp.float32, accumulate=jnp.float32, repeats: int = 3) -> float:
     """Achieved FLOP/s of a jitted n x n x n matmul: the machine's practical matmul peak."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
