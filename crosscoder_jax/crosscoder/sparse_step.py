@@ -187,9 +187,10 @@ def value_and_grad(params: Mapping[str, jax.Array], act_state: Mapping[str, jax.
                                                            (dW_FK, dW_enc_FK, db_enc_F))
 
     reduce_data = reduce_data or (lambda name, g, d_axis: g)
-    grads = {name: reduce_data(name, jnp.zeros_like(p), -1) for name, p in params.items()}
+    # top-k activations have no parameters of their own; any other leaf gets a zero gradient
+    grads = {name: jnp.zeros_like(p) for name, p in params.items() if name not in ("W_enc", "b_enc", "W_dec", "b_dec")}
     dW_enc_FCd = reduce_data("W_enc", dW_enc_FK.reshape(F, C, D), 2)
-    # a plain transpose, which XLA fuses into the optimizer's elementwise update
+    # a plain transpose after the reduction: XLA may fuse it into its consumers
     grads.update(W_enc=jnp.transpose(dW_enc_FCd, (1, 2, 0)), b_enc=reduce_data("b_enc", db_enc_F, -1),
                  W_dec=reduce_data("W_dec", dW_FK.reshape(F, C, D), 2),
                  b_dec=reduce_data("b_dec", (2.0 / N) * jnp.sum(r_BK, axis=0).reshape(C, D), 1))
