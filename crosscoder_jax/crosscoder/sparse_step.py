@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from crosscoder_jax.crosscoder import activations, matmul, sparse_decode
-from crosscoder_jax.crosscoder.activations.base import k_bound
+from crosscoder_jax.crosscoder.activations.base import TopKActivation, k_bound
 from crosscoder_jax.crosscoder.activations.select import Over, keep_top
 from crosscoder_jax.crosscoder.spec import Spec
 
@@ -46,7 +46,7 @@ def applies(spec: Spec) -> bool:
     Pythia-1B triplet step compiles to 4.99 GB against 5.47; `benchmarks/README.md`); beyond 1/64 the gathers would cost more than the matmuls they replace.
     A static k bound decides: an annealed k (the paper's 1000 -> 200) takes the dense step throughout."""
     act = activations.get(spec.activation)
-    return spec.sparse_decode and act.top_k and k_bound(spec) <= spec.dict_size * MAX_DENSITY
+    return spec.sparse_decode and isinstance(act, TopKActivation) and k_bound(spec) <= spec.dict_size * MAX_DENSITY
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import abc
+
 from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
 import jax
@@ -51,21 +53,6 @@ class Activation:
         """Inference-mode codes f [B, F]."""
         return jax.nn.relu(pre_BF)
 
-    # Top-k activations (codes = relu(pre) where a selection on the scores v keeps them) also
-    # implement `select` and `kept_update`; `crosscoder.sparse_step` trains them from the kept entries.
-    top_k = False
-
-    def select(self, v_BF: jax.Array, spec: "Spec", step: jax.Array, n_tokens: int, over_row: Over | None = None,
-               over_all: Over | None = None) -> tuple[jax.Array, int]:
-        """Training-mode mask of the kept scores v [B, F] >= 0 (this device's block of an
-        n_tokens-row batch, the others reached through `over_row` (same rows, other latents) and
-        `over_all`), and a static bound on how many this block can hold, ties aside."""
-        raise NotImplementedError(f"{type(self).__name__} is not a top-k activation")
-
-    def kept_update(self, min_kept: jax.Array) -> dict[str, jax.Array]:
-        """What `update_state` needs, from the smallest kept score of the batch."""
-        return {}
-
     def penalties(self, ctx: PenaltyContext) -> dict[str, jax.Array]:
         return {}
 
@@ -78,6 +65,26 @@ class Activation:
         """Extra tensors for `crosscoder.safetensors` (e.g. a per-latent threshold [F] on the
         pre-activation, which folding the input scales leaves unchanged)."""
         return {}
+
+
+class TopKActivation(Activation, abc.ABC):
+    """Codes relu(pre) where a selection on the scores `v = relu(pre) * sum_c ||W_dec[i, c]||` keeps
+    them, with AuxK on dead latents. `crosscoder.sparse_step` trains these from the kept entries,
+    through `select` and `kept_update`."""
+
+    @abc.abstractmethod
+    def select(self, v_BF: jax.Array, spec: "Spec", step: jax.Array, n_tokens: int, over_row: Over | None = None,
+               over_all: Over | None = None) -> tuple[jax.Array, int]:
+        """Training-mode mask of the kept scores v [B, F] >= 0 (this device's block of an
+        n_tokens-row batch, the others reached through `over_row` (same rows, other latents) and
+        `over_all`), and a static bound on how many this block can hold, ties aside."""
+
+    def kept_update(self, min_kept: jax.Array) -> dict[str, jax.Array]:
+        """What `update_state` needs, from the smallest kept score of the batch."""
+        return {}
+
+    def penalties(self, ctx: PenaltyContext) -> dict:
+        return {"auxk": ctx.spec.aux_coeff * auxk_loss(ctx)}
 
 
 def ramp(step: jax.Array, length: int) -> jax.Array:

@@ -9,12 +9,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from crosscoder_jax.crosscoder.activations.base import Activation, PenaltyContext, auxk_loss, k_at, k_bound, keep_top
+from crosscoder_jax.crosscoder.activations.base import TopKActivation, k_at, k_bound, keep_top
 
 
-class BatchTopK(Activation):
-    top_k = True
-
+class BatchTopK(TopKActivation):
     def init_state(self, spec):
         return {"threshold": jnp.float32(-1.0)}  # < 0: not estimated yet
 
@@ -42,9 +40,6 @@ class BatchTopK(Activation):
                            lambda: keep_top(v_BF, spec.k * pre_BF.shape[0], axis=None,
                                             k_bound=spec.k * pre_BF.shape[0]))
         return jnp.where(keep_BF, relu_BF, 0.0)
-
-    def penalties(self, ctx: PenaltyContext) -> dict:
-        return {"auxk": ctx.spec.aux_coeff * auxk_loss(ctx)}
 
     def update_state(self, state, update, spec, step):
         theta, m = state["threshold"], update["min_kept"]
