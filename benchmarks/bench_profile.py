@@ -1,4 +1,4 @@
-"""Where the time of one batchtopk train step goes, at the field's sizes, on one device.
+"""Where the time of one batchtopk (or topk) train step goes, at the field's sizes, on one device.
 
   python benchmarks/bench_profile.py [--C 3 --D 2048 --F 65536 --batch 4096 --k 32 --steps 2] [--dense]
 
@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import matmul_peak, shape_args  # noqa: E402
 from configs.crosscoder import get_config  # noqa: E402
-from crosscoder_jax.crosscoder import activations, matmul, sparse_decode, sparse_step  # noqa: E402
+from crosscoder_jax.crosscoder import activations, matmul, sparse_step  # noqa: E402
 from crosscoder_jax.data.reader import StoreReader  # noqa: E402
 from crosscoder_jax.data.store import Store, create_store  # noqa: E402
 from crosscoder_jax.training import sharding  # noqa: E402
@@ -68,13 +68,14 @@ def main() -> None:
     shape_args(ap, steps=2)
     ap.set_defaults(D=2048, F=65536)
     ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--activation", default="batchtopk", choices=("batchtopk", "topk"))
     ap.add_argument("--dense", action="store_true", help="profile the dense autodiff step instead")
     ap.add_argument("--matmul_dtype", default="auto")
     a = ap.parse_args()
     C, D, F, B = a.C, a.D, a.F, a.batch
 
     c = get_config()
-    c.dict_size, c.batch_size, c.activation, c.k, c.steps = F, B, "batchtopk", a.k, 1000
+    c.dict_size, c.batch_size, c.activation, c.k, c.steps = F, B, a.activation, a.k, 1000
     c.sparse_decode, c.matmul_dtype = not a.dense, a.matmul_dtype
     mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
     spec, key, _, _, init_fn, step_fn = build(c, C, D, np.ones(C), mesh)
@@ -111,16 +112,16 @@ def main() -> None:
     enc = jax.jit(lambda x, W: matmul.matmul("bk,kf->bf", x.reshape(B, C * D), W, spec.matmul_dtype))
     t_enc = _median_time(lambda: enc(x32, W_KF), a.steps)
     dn = jnp.sum(jnp.linalg.norm(jnp.asarray(params["W_dec"]), axis=-1), axis=-1)
-    act = activations.get("batchtopk")
+    act = activations.get(a.activation)
 
     b_enc = params["b_enc"]
 
     @jax.jit
     def enc_select(x, W, b, dn):
         pre = enc(x, W) + b
-        keep, bound = act.select(jax.nn.relu(pre) * dn, spec, jnp.int32(0), B)
-        e = sparse_decode.entries(keep, bound + max(64, bound // 64))
-        return e.rows, e.cols, e.n
+        relu = jax.nn.relu(pre)
+        e, vals, _ = sparse_step.list_kept(act.select(relu * dn, spec, jnp.int32(0), B), relu, sparse_step.Axes(), ())
+        return e.rows, e.cols, e.n, vals
 
     t_sel = _median_time(lambda: enc_select(x32, W_KF, b_enc, dn), a.steps) - t_enc
     if a.dense:
@@ -149,7 +150,7 @@ def main() -> None:
              ("sparse work (decode, gradients, AuxK)" if not a.dense else "rest of the dense loss and autodiff",
               t_vg - t_enc - t_sel),
              ("optimizer, clipping, metrics", t_step - t_vg)]
-    print(f"# {_cpu()}, {os.cpu_count()} cores, jax {jax.__version__}; batchtopk C={C} D={D} F={F} batch={B} "
+    print(f"# {_cpu()}, {os.cpu_count()} cores, jax {jax.__version__}; {a.activation} C={C} D={D} F={F} batch={B} "
           f"k={a.k}; {'dense autodiff' if a.dense else 'sparse top-k'} step; matmul operands {spec.matmul_dtype}; "
           f"median of {a.steps} steps (compile {t_compile:.0f} s); malloc "
           f"{'glibc defaults' if 'glibc.malloc.hugetlb' not in os.environ.get('GLIBC_TUNABLES', '') else 'launch settings'}")

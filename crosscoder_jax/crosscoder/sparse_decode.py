@@ -32,14 +32,14 @@ _CHUNK_FLOATS = 1 << 22  # and at most this many gathered floats (16 MB) per ste
 
 class Entries(NamedTuple):
     """Up to `cap` nonzero code entries in row-major order: token rows [cap], latent cols [cap];
-    `n` the number listed (at most cap), `fits` whether that is all of them (slots past n hold the
-    last position, row B - 1 and col F - 1, and must be masked). No flat B*F index: it would
-    overflow int32 at 2^31 codes."""
+    `n` the number listed (at most cap), `count` how many there are in all (more than n when cap
+    was too small; slots past n hold the last position, row B - 1 and col F - 1, and must be
+    masked). No flat B*F index: it would overflow int32 at 2^31 codes."""
 
     rows: jax.Array
     cols: jax.Array
     n: jax.Array
-    fits: jax.Array
+    count: jax.Array
 
 
 def _block(F: int) -> int:
@@ -52,25 +52,50 @@ def round_cap(cap: int) -> int:
     return -(-max(cap, 1) // step) * step
 
 
+def _nonzero(f_BF: jax.Array) -> jax.Array:
+    return f_BF if f_BF.dtype == jnp.bool_ else lax.stop_gradient(f_BF) != 0
+
+
+def _in_blocks(slots_Ns: jax.Array, blk_N: jax.Array, B: int, F: int, cap: int) -> Entries:
+    """The entries flagged in slots [N, s] of the blocks of s latents with flat ids blk [N]
+    (row * F/s + block, ascending); `count` counts the flags of these blocks only."""
+    s = slots_Ns.shape[1]
+    n = jnp.sum(slots_Ns, dtype=jnp.int32)
+    pos, = jnp.nonzero(slots_Ns.reshape(-1), size=cap, fill_value=0)
+    blk_n = blk_N[pos // s]
+    used = jnp.arange(cap) < n
+    rows = jnp.where(used, blk_n // (F // s), B - 1)  # unused slots last, so rows stay sorted
+    cols = jnp.where(used, (blk_n % (F // s)) * s + pos % s, F - 1)
+    return Entries(rows=rows, cols=cols, n=jnp.minimum(n, cap), count=n)
+
+
 def entries(f_BF: jax.Array, cap: int) -> Entries:
     """The nonzero (or True) entries of f [B, F], listed by blocks (see the module docstring); the
     first `round_cap(cap)` of them in row-major order when there are more."""
     B, F = f_BF.shape
     cap = round_cap(cap)
     s = _block(F)
-    nz_BF = f_BF if f_BF.dtype == jnp.bool_ else lax.stop_gradient(f_BF) != 0
+    nz_BF = _nonzero(f_BF)
     any_BN = jnp.any(nz_BF.reshape(B, F // s, s), axis=-1)
     n_blocks = jnp.sum(any_BN, dtype=jnp.int32)
     blk, = jnp.nonzero(any_BN.reshape(-1), size=cap, fill_value=0)
     slots_Cs = nz_BF.reshape(B * (F // s), s)[blk] & (jnp.arange(cap) < n_blocks)[:, None]
-    n = jnp.sum(slots_Cs, dtype=jnp.int32)
-    pos, = jnp.nonzero(slots_Cs.reshape(-1), size=cap, fill_value=0)
-    blk_n = blk[pos // s]
-    used = jnp.arange(cap) < n
-    rows = jnp.where(used, blk_n // (F // s), B - 1)  # unused slots last, so rows stay sorted
-    cols = jnp.where(used, (blk_n % (F // s)) * s + pos % s, F - 1)
-    return Entries(rows=rows, cols=cols, n=jnp.minimum(n, cap), fits=(n <= cap) & (n_blocks <= cap))
+    e = _in_blocks(slots_Cs, blk, B, F, cap)
+    # past cap blocks the listed ones do not hold them all: count over everything then (rare)
+    return e._replace(count=lax.cond(n_blocks <= cap, lambda: e.count, lambda: jnp.sum(nz_BF, dtype=jnp.int32)))
 
+
+def entries_in_blocks(f_BF: jax.Array, cap: int, ids_Bm: jax.Array, s: int, spill_B: jax.Array) -> Entries:
+    """As `entries`, when each row's nonzeros lie in its m blocks of s latents ids [B, m] (block
+    indices, ascending per row): reads B*m*s codes instead of B*F. Rows with `spill` True may hold
+    nonzeros elsewhere too: those are not listed, but counted (over all of f, only if any spills)."""
+    B, F = f_BF.shape
+    cap = round_cap(cap)
+    nz_BF = _nonzero(f_BF)
+    slots_Bms = jnp.take_along_axis(nz_BF.reshape(B, F // s, s), ids_Bm[..., None], axis=1)
+    blk_N = (jnp.arange(B, dtype=jnp.int32)[:, None] * (F // s) + ids_Bm).reshape(-1)
+    e = _in_blocks(slots_Bms.reshape(-1, s), blk_N, B, F, cap)
+    return e._replace(count=lax.cond(jnp.any(spill_B), lambda: jnp.sum(nz_BF, dtype=jnp.int32), lambda: e.count))
 
 
 def _slice(a: jax.Array, i: jax.Array, n: int) -> jax.Array:

@@ -32,8 +32,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from crosscoder_jax.crosscoder import activations, matmul, sparse_decode
-from crosscoder_jax.crosscoder.activations.base import TopKActivation, k_bound
-from crosscoder_jax.crosscoder.activations.select import Over, keep_top
+from crosscoder_jax.crosscoder.activations.base import Selected, TopKActivation, k_bound, select_rows
+from crosscoder_jax.crosscoder.activations.select import LOCAL, Over
 from crosscoder_jax.crosscoder.spec import Spec
 
 MAX_DENSITY = 1 / 64  # above this share of kept codes (k / F) the dense step runs (see `applies`)
@@ -72,9 +72,9 @@ class Axes:
         names = self._names(which)
         return lax.pmin(x, names) if names else x
 
-    def over(self, *which: str) -> Over | None:
+    def over(self, *which: str) -> Over:
         if not self._names(which):
-            return None
+            return LOCAL
         return Over(sum=lambda a: self.sum(a, *which), max=lambda a: self.max(a, *which))
 
 
@@ -91,13 +91,17 @@ def _row_chunk(B: int, k_aux: int) -> int:
     return max(d for d in range(1, min(B, target) + 1) if B % d == 0)
 
 
-def _listed(keep_BF: jax.Array, relu_BF: jax.Array, bound: int, axes: Axes, over: tuple[str, ...]):
-    """The kept entries (rows, cols, and relu(pre) there, 0 past n) and how many ties were dropped."""
-    e = sparse_decode.entries(keep_BF, _cap(bound))
+def list_kept(sel: Selected, relu_BF: jax.Array, axes: Axes, over: tuple[str, ...]):
+    """The kept entries (rows, cols, relu(pre) there, 0 past n) and how many ties were dropped;
+    listed inside the selection's blocks where it has them."""
+    if sel.blocks is not None:
+        b = sel.blocks
+        e = sparse_decode.entries_in_blocks(sel.keep_BF, _cap(sel.bound), b.ids, b.s, b.spill)
+    else:
+        e = sparse_decode.entries(sel.keep_BF, _cap(sel.bound))
     valid = jnp.arange(e.rows.shape[0]) < e.n
     vals = jnp.where(valid, relu_BF[e.rows, e.cols], 0.0)
-    dropped = axes.sum(jnp.sum(keep_BF, dtype=jnp.int32) - e.n, *over)
-    return e, vals, dropped
+    return e, vals, axes.sum(e.count - e.n, *over)
 
 
 def value_and_grad(params: Mapping[str, jax.Array], act_state: Mapping[str, jax.Array], x_BCD: jax.Array,
@@ -129,12 +133,13 @@ def value_and_grad(params: Mapping[str, jax.Array], act_state: Mapping[str, jax.
     relu_BF = jax.nn.relu(pre_BF)
     dn_F = axes.sum(jnp.sum(jnp.sqrt(jnp.sum(jnp.square(params["W_dec"]), axis=-1)), axis=-1), "snapshot")
     v_BF = relu_BF * dn_F
-    keep_BF, bound = act.select(v_BF, spec, step, N, over_row=axes.over("latent"),
-                                over_all=axes.over("data", "latent"))
-    e, vals, dropped = _listed(keep_BF, relu_BF, bound, axes, ("data", "latent"))
-    fired_F = axes.max(jnp.any(keep_BF, axis=0).astype(jnp.int32), "data") > 0
-    l0 = axes.sum(jnp.sum(keep_BF, dtype=jnp.int32), "data", "latent") / N
-    min_kept = axes.min(jnp.min(jnp.where(keep_BF, v_BF, jnp.inf)), "data", "latent")
+    sel = act.select(v_BF, spec, step, N, over_row=axes.over("latent"), over_all=axes.over("data", "latent"))
+    e, vals, dropped = list_kept(sel, relu_BF, axes, ("data", "latent"))
+    fired_F = axes.max(jnp.any(sel.keep_BF, axis=0).astype(jnp.int32), "data") > 0
+    # from the entries, not from passes over [B, F] (ties past the room aside: equal to the listed)
+    l0 = axes.sum(e.count, "data", "latent") / N
+    listed = jnp.arange(e.rows.shape[0]) < e.n
+    min_kept = axes.min(jnp.min(jnp.where(listed, vals * dn_F[e.cols], jnp.inf)), "data", "latent")
 
     xhat_BK = axes.sum(sparse_decode.gather_sum(vals, W_FK, e, B, dtype), "latent")
     xhat_BK = xhat_BK + params["b_dec"].reshape(C * D)
@@ -167,9 +172,8 @@ def value_and_grad(params: Mapping[str, jax.Array], act_state: Mapping[str, jax.
             l2, dropped, dW_FK, dW_enc_FK, db_enc_F = c
             relu_bF, err_bK, x_bK = (lax.dynamic_slice_in_dim(a, i * rows, rows) for a in (relu_BF, err_BK, x_BK))
             cand_bF = jnp.where(dead_F[None, :], relu_bF, 0.0)
-            keep_bF = keep_top(cand_bF, jnp.minimum(spec.k_aux_resolved, n_dead), axis=-1,
-                               k_bound=spec.k_aux_resolved, over=axes.over("latent"))
-            ea, vals, drop = _listed(keep_bF, relu_bF, k_aux * rows, axes, ("data", "latent"))
+            sel = select_rows(cand_bF, jnp.minimum(spec.k_aux_resolved, n_dead), k_aux, axes.over("latent"))
+            ea, vals, drop = list_kept(sel, relu_bF, axes, ("data", "latent"))
             diff_bK = err_bK - axes.sum(sparse_decode.gather_sum(vals, W_FK, ea, rows, dtype), "latent")
             d_vals, dW_FK = sparse_decode.decoder_grads(vals, W_FK, ea, diff_bK, dtype, dW_FK, (-2.0 / N) * inv)
             d_vals = axes.sum(d_vals, "snapshot")

@@ -7,7 +7,7 @@ import pytest
 
 from crosscoder_jax.crosscoder import activations
 from crosscoder_jax import crosscoder as cc
-from crosscoder_jax.crosscoder.activations.base import k_at, keep_top, kth_largest
+from crosscoder_jax.crosscoder.activations.base import k_at, keep_top, kth_largest, select_rows
 from crosscoder_jax.crosscoder.activations import select
 from crosscoder_jax.crosscoder.activations.select import block_size
 from crosscoder_jax.crosscoder.activations.jumprelu import heaviside, jump
@@ -232,6 +232,17 @@ def test_compacted_kth_largest_matches_sort(case, monkeypatch):
         np.testing.assert_array_equal(got_rows, np.float32(want_rows), err_msg=f"{case} k={k}")
     mask = np.asarray(keep_top(jnp.asarray(v), 5 * R, axis=None, k_bound=8 * R))
     np.testing.assert_array_equal(mask, (v >= _kth_ref(v, 5 * R)) & (v > 0))
+    # the per-row selection's blocks hold every kept entry, unless the row is flagged as spilling
+    sel = jax.jit(lambda v, ks: select_rows(v, ks, 8))(jnp.asarray(v), jnp.asarray(ks, jnp.int32))
+    assert sel.blocks is not None
+    ids, s_ = np.asarray(sel.blocks.ids), sel.blocks.s
+    for r in range(R):
+        want_keep = (v[r] >= want_rows[r]) & (v[r] > 0)
+        np.testing.assert_array_equal(np.asarray(sel.keep_BF)[r], want_keep)
+        outside = want_keep.reshape(n // s_, s_).copy()
+        outside[ids[r]] = False
+        assert np.all(np.diff(ids[r]) > 0)
+        assert not outside.any() or bool(sel.blocks.spill[r]), (case, r)
 
 
 def test_k_annealing_and_bad_k():

@@ -22,13 +22,45 @@ def test_entries_lists_every_nonzero_in_order():
     n = int(jnp.sum(f != 0))
     e = jax.jit(sparse_decode.entries, static_argnums=1)(f, n + 3)
     want = np.flatnonzero(np.asarray(f))
-    assert int(e.n) == n and bool(e.fits)
+    assert int(e.n) == n and int(e.count) == n
     np.testing.assert_array_equal(np.asarray(e.rows)[:n] * f.shape[1] + np.asarray(e.cols)[:n], want)
     assert np.all(np.asarray(e.rows)[n:] == f.shape[0] - 1)  # unused slots sorted last
     assert n > 64
     short = jax.jit(sparse_decode.entries, static_argnums=1)(f != 0, 64)  # a mask works too; too little room: the first 64
-    assert not bool(short.fits) and int(short.n) == 64
+    assert int(short.count) == n and int(short.n) == 64
     np.testing.assert_array_equal(np.asarray(short.rows) * f.shape[1] + np.asarray(short.cols), want[:64])
+    few_blocks = jax.jit(sparse_decode.entries, static_argnums=1)(f, 3)  # fewer listed blocks than nonzero ones
+    assert int(few_blocks.count) == n and int(few_blocks.n) == 64
+
+
+def test_entries_in_blocks_lists_and_counts():
+    """Listing inside given blocks (per row, ascending) equals the full listing when they hold every
+    entry; entries outside them are not listed but counted when their row is flagged as spilling."""
+    f, rng = _codes(density=0.02)
+    B, F, s, m = f.shape[0], f.shape[1], 8, 6
+    nz = np.asarray(f) != 0
+    blocks_with = [np.flatnonzero(nz[r].reshape(F // s, s).any(-1)) for r in range(B)]
+    assert max(map(len, blocks_with)) <= m
+    ids = np.stack([np.sort(np.concatenate([b, rng.choice(np.setdiff1d(np.arange(F // s), b), m - len(b),
+                                                                   replace=False)])) for b in blocks_with])
+    fn = jax.jit(sparse_decode.entries_in_blocks, static_argnums=(1, 3))
+    e = fn(f, 4 * B, jnp.asarray(ids, jnp.int32), s, jnp.zeros(B, bool))
+    full = sparse_decode.entries(f, 4 * B)
+    n = int(full.n)
+    assert int(e.n) == int(e.count) == n
+    np.testing.assert_array_equal(np.asarray(e.rows)[:n], np.asarray(full.rows)[:n])
+    np.testing.assert_array_equal(np.asarray(e.cols)[:n], np.asarray(full.cols)[:n])
+    # drop row 0's first block from its list: its entries are missed, and counted once flagged
+    r0 = ids.copy()
+    r0[0, np.searchsorted(r0[0], blocks_with[0][0])] = np.setdiff1d(np.arange(F // s), ids[0])[0]
+    r0[0] = np.sort(r0[0])
+    missed = int(nz[0].reshape(F // s, s)[blocks_with[0][0]].sum())
+    spill = np.zeros(B, bool)
+    e_quiet = fn(f, 4 * B, jnp.asarray(r0, jnp.int32), s, jnp.asarray(spill))
+    spill[0] = True
+    e_flag = fn(f, 4 * B, jnp.asarray(r0, jnp.int32), s, jnp.asarray(spill))
+    assert int(e_quiet.n) == int(e_quiet.count) == n - missed
+    assert int(e_flag.n) == n - missed and int(e_flag.count) == n
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

@@ -9,7 +9,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from crosscoder_jax.crosscoder.activations.select import Over, keep_top, kth_largest  # noqa: F401 (re-exported)
+from crosscoder_jax.crosscoder.activations import select
+from crosscoder_jax.crosscoder.activations.select import (  # noqa: F401 (re-exported)
+    LOCAL, Over, RowBlocks, keep_top, kth_largest, row_blocks)
 
 if TYPE_CHECKING:  # for annotations only: spec.py imports this package to check activation names
     from crosscoder_jax.crosscoder.spec import Spec
@@ -66,6 +68,15 @@ class Activation:
         return {}
 
 
+class Selected(NamedTuple):
+    """A top-k selection: the mask keep [B, F], a static bound on its entries (ties aside), and
+    `blocks` (per-row selections on one device) where its entries lie, or None."""
+
+    keep_BF: jax.Array
+    bound: int
+    blocks: RowBlocks | None = None
+
+
 class TopKActivation(Activation, abc.ABC):
     """Codes relu(pre) where a selection on the scores `v = relu(pre) * sum_c ||W_dec[i, c]||` keeps
     them, with AuxK on dead latents. `crosscoder.sparse_step` trains these from the kept entries,
@@ -73,10 +84,11 @@ class TopKActivation(Activation, abc.ABC):
 
     @abc.abstractmethod
     def select(self, v_BF: jax.Array, spec: "Spec", step: jax.Array, n_tokens: int, over_row: Over | None = None,
-               over_all: Over | None = None) -> tuple[jax.Array, int]:
+               over_all: Over | None = None) -> "Selected":
         """Training-mode mask of the kept scores v [B, F] >= 0 (this device's block of an
         n_tokens-row batch, the others reached through `over_row` (same rows, other latents) and
-        `over_all`), and a static bound on how many this block can hold, ties aside."""
+        `over_all`), a static bound on how many this block can hold, ties aside, and, where the
+        search found them, the blocks of latents that hold the kept entries."""
 
     def kept_update(self, min_kept: jax.Array) -> dict[str, jax.Array]:
         """What `update_state` needs, from the smallest kept score of the batch."""
@@ -84,6 +96,18 @@ class TopKActivation(Activation, abc.ABC):
 
     def penalties(self, ctx: PenaltyContext) -> dict:
         return {"auxk": ctx.spec.aux_coeff * auxk_loss(ctx)}
+
+
+def select_rows(v_BF: jax.Array, k: jax.Array, bound: int, over_row: Over | None = None) -> Selected:
+    """The k (<= static `bound`) largest positive scores of each row of v [B, F] >= 0 (ties at the
+    k-th all kept): through `row_blocks` where this device holds whole rows (one device, or
+    `over_row` is `LOCAL` inside shard_map), else the bisection of `keep_top`."""
+    if over_row is LOCAL or (over_row is None and select.single_device()):
+        blocks = row_blocks(v_BF, jnp.broadcast_to(jnp.clip(k, 1, bound), v_BF.shape[:1]), bound)
+        if blocks is not None:
+            t_B1 = jnp.where(k <= 0, jnp.inf, blocks.t)[:, None]
+            return Selected((v_BF >= t_B1) & (v_BF > 0), bound * v_BF.shape[0], blocks)
+    return Selected(keep_top(v_BF, k, axis=-1, k_bound=bound, over=over_row), bound * v_BF.shape[0])
 
 
 def ramp(step: jax.Array, length: int) -> jax.Array:

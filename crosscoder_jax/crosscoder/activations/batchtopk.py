@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from crosscoder_jax.crosscoder.activations.base import TopKActivation, k_at, k_bound, keep_top
+from crosscoder_jax.crosscoder.activations.base import Selected, TopKActivation, k_at, k_bound, keep_top
 
 
 class BatchTopK(TopKActivation):
@@ -20,7 +20,7 @@ class BatchTopK(TopKActivation):
         keep_BF = keep_top(v_BF, k_at(spec, step) * n_tokens, axis=None, k_bound=k_bound(spec) * n_tokens,
                            over=over_all)
         # one block may hold every kept entry of the batch
-        return keep_BF, min(k_bound(spec) * n_tokens, v_BF.size)
+        return Selected(keep_BF, min(k_bound(spec) * n_tokens, v_BF.size))
 
     def kept_update(self, min_kept):
         return {"min_kept": lax.stop_gradient(jnp.where(jnp.isfinite(min_kept), min_kept, 0.0))}
@@ -28,7 +28,7 @@ class BatchTopK(TopKActivation):
     def train(self, pre_BF, params, state, spec, dn_F, step):
         relu_BF = jax.nn.relu(pre_BF)
         v_BF = relu_BF * dn_F
-        keep_BF, _ = self.select(v_BF, spec, step, pre_BF.shape[0])
+        keep_BF = self.select(v_BF, spec, step, pre_BF.shape[0]).keep_BF
         return jnp.where(keep_BF, relu_BF, 0.0), self.kept_update(jnp.min(jnp.where(keep_BF, v_BF, jnp.inf)))
 
     def infer(self, pre_BF, params, state, spec, dn_F):

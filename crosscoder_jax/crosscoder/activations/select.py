@@ -21,6 +21,14 @@ The compacted search runs on a single device only (`single_device`), or per devi
 to XLA's partitioner, its gathers at data-dependent positions gather the whole sharded array onto
 every device (a data-parallel 8-device step went from 1.1 s to 76 s), while the plain bisection
 partitions into local counts and one all-reduce per round.
+
+Per row on one device (TopK, AuxK) the same blocks serve `lax.top_k` instead (`row_blocks`): the
+k_bound blocks with the largest maxima hold the k largest entries of the row, so a top-k over
+their k_bound*s entries gives the k-th largest exactly, and the blocks are where the kept entries
+lie (ties aside), so the sparse step lists them there without reading the rest of the row. On
+CPU this runs ~2.5x faster than the bisection (B 4096, F 16384, k 32: 0.11 s against 0.28 s), whose
+31 counting rounds each write their comparison out in full (XLA's CPU backend does not fuse an
+elementwise producer into a row reduction). A top-k over whole rows is slower still (9 s there).
 """
 
 from __future__ import annotations
@@ -43,11 +51,12 @@ class Over(NamedTuple):
     max: Callable[[jax.Array], jax.Array]
 
 
-_LOCAL = Over(sum=lambda a: a, max=lambda a: a)
+# No other device holds parts of the array: this device's part is all of it (also inside shard_map).
+LOCAL = Over(sum=lambda a: a, max=lambda a: a)
 
 
 def _bisect(bits: jax.Array, k: jax.Array, lo: jax.Array, hi: jax.Array, per_row: bool,
-            over: Over = _LOCAL) -> jax.Array:
+            over: Over = LOCAL) -> jax.Array:
     """Largest t in [lo, hi) with count(bits >= t) >= k, given count(bits >= lo) >= k > count(bits >= hi).
     bits [..., n] int32; k, lo, hi [...] per row (per_row), or scalars (counting over all of bits).
     A fixed 31 rounds: enough for any bracket of non-negative float32 patterns."""
@@ -122,6 +131,40 @@ def _compacted(bits: jax.Array, k: jax.Array, k_bound: int, s: int, per_row: boo
     return lax.cond(overflow == 0, fast, full, None)
 
 
+class RowBlocks(NamedTuple):
+    """Each row's k_bound blocks of s latents with the largest maxima: ids [R, k_bound] (ascending),
+    the row's k-th largest value t [R], and `spill` [R]: whether entries >= t may lie outside these
+    blocks too (only when blocks tie at t)."""
+
+    ids: jax.Array
+    s: int
+    t: jax.Array
+    spill: jax.Array
+
+
+def row_blocks(v: jax.Array, k: jax.Array, k_bound: int) -> RowBlocks | None:
+    """The exact per-row k-th largest of v [R, n] >= 0 (k [R], 1 <= k <= k_bound; 0 when a row has
+    fewer than k positive entries) through its top blocks (see the module docstring), or None where
+    blocks would not pay (`block_size`). Local: call it on one device or per device in shard_map
+    with whole rows."""
+    R, n = v.shape
+    s = block_size(n, k_bound, 1)
+    if not s:
+        return None
+    blocks_RNs = v.reshape(R, n // s, s)
+    top_M, ids = lax.top_k(jnp.max(blocks_RNs, axis=-1), k_bound)
+    # Ascending ids keep the listing row-major. Any top-k_bound set of blocks holds at least k
+    # entries >= t, and every entry of the others is <= t, so the top-k of these is exact.
+    ids = jnp.sort(ids, axis=-1)
+    cand = jnp.take_along_axis(blocks_RNs, ids[..., None], axis=1).reshape(R, k_bound * s)
+    top, _ = lax.top_k(cand, k_bound)
+    # A gather, not a slice: XLA turns top_k followed by a slice into a full sort (~20x slower).
+    t = jnp.take_along_axis(top, jnp.clip(k - 1, 0, k_bound - 1)[:, None], axis=1)[:, 0]
+    # the smallest chosen maximum is <= t; equal (t > 0): other blocks may tie at t
+    spill = (jnp.min(top_M, axis=-1) >= t) & (t > 0)
+    return RowBlocks(ids=ids, s=s, t=t, spill=spill)
+
+
 def kth_largest(v: jax.Array, k: jax.Array | int, axis: int | None = None, k_bound: int | None = None,
                 over: Over | None = None) -> jax.Array:
     """Exact k-th largest value of a non-negative array v [..., n], over the last axis or over all of it.
@@ -142,8 +185,12 @@ def kth_largest(v: jax.Array, k: jax.Array | int, axis: int | None = None, k_bou
     k = jnp.broadcast_to(jnp.asarray(k, jnp.int32), shape)
     rows = math.prod(lead)
     usable = k_bound is not None and rows >= 1 and n >= 1 and (over is not None or single_device())
-    over = over or _LOCAL
+    over = over or LOCAL
     s = block_size(n, k_bound, rows if not per_row else 1) if usable else 0
+    if s and per_row and over is LOCAL:
+        t = row_blocks(jnp.maximum(v, 0.0).astype(jnp.float32).reshape(rows, n),
+                       jnp.clip(k, 1, k_bound).reshape(-1), k_bound).t.reshape(shape)
+        return jnp.where(k <= 0, jnp.inf, t)
     if s:
         t = _compacted(bits.reshape(rows, n), k.reshape(-1) if per_row else k, k_bound, s, per_row, over)
         t = t.reshape(shape)
