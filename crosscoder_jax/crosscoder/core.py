@@ -58,16 +58,30 @@ def decode(params: Params, f_BF: jax.Array, spec: Spec, bias: bool = True) -> ja
     return xhat_BCD + params["b_dec"] if bias else xhat_BCD
 
 
+# Folded (raw-space) params carry the normalised-space decoder-norm sums: the scores that top-k
+# selection ranks are defined in normalised space, and folding does not scale them uniformly.
+SCORE_NORMS = "decoder_norm_sum"
+
+
 def decoder_norms(params: Params) -> jax.Array:
     """Per-latent, per-checkpoint decoder norms `||W_dec[i, c]||`, [F, C]."""
     return jnp.sqrt(jnp.sum(jnp.square(params["W_dec"].astype(jnp.float32)), axis=-1))
 
 
+def score_norms(params: Params) -> jax.Array:
+    """The weights of the top-k scores `relu(pre_i) * dn_i`, [F]: `sum_c ||W_dec[i, c]||` in the
+    normalised space the crosscoder was trained in (stored in folded params, `fold_scales`)."""
+    if SCORE_NORMS in params:
+        return jnp.asarray(params[SCORE_NORMS], jnp.float32)
+    return jnp.sum(decoder_norms(params), axis=-1)
+
+
 def encode(params: Params, x_BCD: jax.Array, spec: Spec, act_state: Mapping[str, jax.Array]) -> jax.Array:
-    """Inference-mode codes f [B, F] (batchtopk and jumprelu use their thresholds, not a batch top-k)."""
+    """Inference-mode codes f [B, F] of one row each, independent of the other rows (batchtopk and
+    jumprelu use their thresholds; batchtopk before it has one a per-row top-k). The same codes from
+    normalised params on normalised inputs and from `fold_scales` params on raw inputs."""
     pre_BF = encoder_pre(params, x_BCD, spec)
-    dn_F = jnp.sum(decoder_norms(params), axis=-1)
-    return activations.get(spec.activation).infer(pre_BF, params, act_state, spec, dn_F)
+    return activations.get(spec.activation).infer(pre_BF, params, act_state, spec, score_norms(params))
 
 
 def reconstruct(params: Params, x_BCD: jax.Array, spec: Spec, act_state: Mapping[str, jax.Array]) -> jax.Array:
@@ -114,9 +128,11 @@ def fvu(x_BCD: jax.Array, xhat_BCD: jax.Array) -> jax.Array:
 
 def fold_scales(params: Params, scales_C: jax.Array) -> Params:
     """Moves the input scaling into the weights: the result reads raw activations.
-    `W_enc[c] *= s_c`, `W_dec[:, c] /= s_c`, `b_dec[c] /= s_c`."""
+    `W_enc[c] *= s_c`, `W_dec[:, c] /= s_c`, `b_dec[c] /= s_c`, plus `decoder_norm_sum` [F], the
+    normalised-space score weights, so that `encode` selects the same latents on raw inputs."""
     s_C = jnp.asarray(scales_C, jnp.float32)
     out = dict(params)
+    out[SCORE_NORMS] = score_norms(params)
     out["W_enc"] = params["W_enc"] * s_C[:, None, None]
     out["W_dec"] = params["W_dec"] / s_C[None, :, None]
     out["b_dec"] = params["b_dec"] / s_C[:, None]
@@ -124,5 +140,11 @@ def fold_scales(params: Params, scales_C: jax.Array) -> Params:
 
 
 def unfold_scales(params: Params, scales_C: jax.Array) -> Params:
-    """Inverse of `fold_scales`: back to the normalised space the crosscoder was trained in."""
-    return fold_scales(params, 1.0 / jnp.asarray(scales_C, jnp.float32))
+    """Inverse of `fold_scales`: back to the normalised space the crosscoder was trained in (where
+    the score weights follow from W_dec again)."""
+    s_C = jnp.asarray(scales_C, jnp.float32)
+    out = {k: v for k, v in params.items() if k != SCORE_NORMS}
+    out["W_enc"] = params["W_enc"] / s_C[:, None, None]
+    out["W_dec"] = params["W_dec"] * s_C[None, :, None]
+    out["b_dec"] = params["b_dec"] * s_C[:, None]
+    return out

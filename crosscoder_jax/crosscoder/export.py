@@ -2,9 +2,12 @@
 
 Tensors `W_enc [C, D, F]`, `b_enc [F]`, `W_dec [F, C, D]`, `b_dec [C, D]` with the input scales
 folded in (the shapes of dictionary_learning's crosscoders and of the paper's code), plus
-`threshold [F]` for batchtopk and jumprelu: a per-latent threshold on the pre-activation, so
+`decoder_norm_sum [F]` (the normalised-space `sum_c ||W_dec[i, c]||` that weights top-k scores:
+folding the scales changes the decoder norms, not the selection), and `threshold [F]` for
+jumprelu and for batchtopk once it has one: a per-latent threshold on the pre-activation, so
 `f_i = relu(pre_i) * (relu(pre_i) > threshold_i)` at inference. Metadata (JSON strings): format,
-activation, k, the scalar batchtopk threshold, checkpoint names, scales and the full `Spec`.
+activation, k, the scalar batchtopk threshold, `inference` (the rule in words: threshold, per-token
+top-k, or relu), checkpoint names, scales and the full `Spec`.
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ def save_crosscoder(path: str | os.PathLike, params: Mapping[str, jax.Array], ac
     act = activations.get(spec.activation)
     dn_F = jnp.sum(core.decoder_norms(params), axis=-1)
     folded = core.fold_scales(params, jnp.asarray(scales))
-    tensors = {k: np.asarray(jax.device_get(folded[k]), np.float32) for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
+    tensors = {k: np.asarray(jax.device_get(folded[k]), np.float32)
+               for k in ("W_enc", "b_enc", "W_dec", "b_dec", core.SCORE_NORMS)}
     tensors.update({k: np.asarray(jax.device_get(v), np.float32)
                     for k, v in act.export(params, act_state, spec, dn_F).items()})
     meta = {
@@ -70,6 +74,7 @@ def save_crosscoder(path: str | os.PathLike, params: Mapping[str, jax.Array], ac
         "activation": spec.activation,
         "k": str(spec.k),
         "threshold": json.dumps(float(act_state["threshold"]) if "threshold" in act_state else None),
+        "inference": _inference_rule(spec, act_state),
         "checkpoints": json.dumps(list(checkpoints)),
         "scales": json.dumps([float(s) for s in np.asarray(scales)]),
         "spec": json.dumps(dataclasses.asdict(spec)),
@@ -78,7 +83,20 @@ def save_crosscoder(path: str | os.PathLike, params: Mapping[str, jax.Array], ac
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # a plain file others may read, as open() would make it
     os.replace(tmp, path)
+
+
+def _inference_rule(spec: Spec, act_state: Mapping[str, jax.Array]) -> str:
+    """How codes are computed from the file's tensors, for readers outside this library."""
+    theta = float(act_state["threshold"]) if "threshold" in act_state else None
+    if spec.activation == "jumprelu" or (spec.activation == "batchtopk" and theta is not None and theta >= 0):
+        return "threshold: f = relu(pre) * (relu(pre) > threshold)"
+    if spec.activation in ("topk", "batchtopk"):
+        return "per-token top-k: keep each row's k largest relu(pre) * decoder_norm_sum"
+    return "relu: f = relu(pre)"
 
 
 def load_crosscoder(path: str | os.PathLike, matmul_dtype: str = "float32") -> Crosscoder:
@@ -88,11 +106,15 @@ def load_crosscoder(path: str | os.PathLike, matmul_dtype: str = "float32") -> C
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no crosscoder at {path}: train one with `python -m launch.train`")
-    with safe_open(str(path), framework="numpy") as fh:
-        meta = dict(fh.metadata() or {})
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            meta = dict(fh.metadata() or {})
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors raises its own types for truncated or garbled files
+        raise ValueError(f"{path} cannot be read as a crosscoder ({type(e).__name__}: {e}); it may be truncated: "
+                         "rerun the training command in its workdir to write it again") from e
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} has format {meta.get('format')!r}, this version reads {FORMAT!r}")
-    tensors = load_file(str(path))
     spec = dataclasses.replace(Spec(**json.loads(meta["spec"])), matmul_dtype=matmul_dtype, sparse_decode=False)
     scales = np.asarray(json.loads(meta["scales"]), np.float64)
     params = core.unfold_scales({k: jnp.asarray(tensors[k]) for k in ("W_enc", "b_enc", "W_dec", "b_dec")},

@@ -1,7 +1,8 @@
 """BatchTopK (Bussmann et al. 2024; Minder et al. 2025's crosscoders): keep the k*B largest scores
 `v = relu(pre_i) * sum_c ||W_dec[i, c]||` over the whole batch. At inference a threshold theta on v
 replaces the batch top-k: an EMA (beta 0.999) of the smallest kept score, started after
-`threshold_start_step` steps. AuxK on dead latents."""
+`threshold_start_step` steps (a run that ends before has it estimated at export; without one,
+inference keeps each row's top k). AuxK on dead latents."""
 
 from __future__ import annotations
 
@@ -35,10 +36,9 @@ class BatchTopK(TopKActivation):
         relu_BF = jax.nn.relu(pre_BF)
         v_BF = relu_BF * dn_F
         theta = state["threshold"]
-        # Before any threshold exists, fall back to the batch top-k with the final k.
-        keep_BF = lax.cond(theta >= 0, lambda: v_BF > theta,
-                           lambda: keep_top(v_BF, spec.k * pre_BF.shape[0], axis=None,
-                                            k_bound=spec.k * pre_BF.shape[0]))
+        # Before any threshold exists: each row's own top k (its expected share of a batch top-k),
+        # never a top-k over the rows at hand, which would make a row's codes depend on the others.
+        keep_BF = lax.cond(theta >= 0, lambda: v_BF > theta, lambda: keep_top(v_BF, spec.k, axis=-1, k_bound=spec.k))
         return jnp.where(keep_BF, relu_BF, 0.0)
 
     def update_state(self, state, update, spec, step):
@@ -49,5 +49,7 @@ class BatchTopK(TopKActivation):
     def export(self, params, state, spec, dn_F):
         # v > theta  <=>  relu(pre_i) > theta / dn_i: a per-latent threshold on the pre-activation,
         # which folding the input scales into the weights leaves unchanged.
-        theta = state["threshold"]
-        return {"threshold": jnp.where(theta >= 0, theta / jnp.maximum(dn_F, 1e-30), 0.0)}
+        theta = float(state["threshold"])
+        if theta < 0:  # none yet: no threshold, whose rule would keep every positive code
+            return {}
+        return {"threshold": theta / jnp.maximum(dn_F, 1e-30)}
