@@ -1,6 +1,6 @@
 """The activation store: a directory that holds `[N, C, D]` activations as a tensorstore zarr3 array.
 
-Layout (DESIGN.md, a stable interface):
+Layout (a stable interface, documented in README.md):
   store.json     {"format": "crosscoder_jax.activations/1", "checkpoints": [...], "d_model": D,
                   "n_tokens": N, "dtype": "float32" | "bfloat16", "model": ..., "layer": L,
                   "chunk_size": rows per chunk, "scales": [C] or null, "progress": {"chunks_written": n}, ...}
@@ -31,9 +31,16 @@ class StoreError(ValueError):
     """A store that cannot be used as asked; the message says why and what to do."""
 
 
+class StoreDamaged(StoreError):
+    """Data that store.json records as written is missing (a deleted or lost chunk file)."""
+
+
 def _array_spec(path: Path, shape: Sequence[int] | None = None, dtype: str | None = None,
                 chunk_rows: int | None = None, chunk_checkpoints: int | None = None) -> dict:
-    spec: dict[str, Any] = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}
+    # Missing chunks are errors, not zeros (zarr's default fill), and chunks of zeros are stored,
+    # so that a missing chunk file always means lost data.
+    spec: dict[str, Any] = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)},
+                            "fill_missing_data_reads": False, "store_data_equal_to_fill_value": True}
     if shape is not None:
         chunk = [chunk_rows, *shape[1:]]
         if len(shape) == 3 and chunk_checkpoints:
@@ -56,12 +63,13 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     meta_path = path / "store.json"
     if not meta_path.exists():
         raise StoreError(f"{path} is not an activation store: no store.json. Harvest one with "
-                         "`python -m launch.harvest`, or write the layout in DESIGN.md with tensorstore.")
+                         "`python -m launch.harvest`, or write the layout in README.md (\"Stable interfaces\") "
+                         "with tensorstore.")
     meta = json.loads(meta_path.read_text())
     fmt = meta.get("format")
     if fmt != FORMAT:
         raise StoreError(f"{path} was written as format {fmt!r}, this version reads {FORMAT!r}: "
-                         "re-harvest it with this version, or convert it to the layout in DESIGN.md.")
+                         "re-harvest it with this version, or convert it to the layout in README.md (\"Stable interfaces\").")
     missing = [k for k in ("checkpoints", "d_model", "n_tokens", "dtype") if k not in meta]
     if missing:
         raise StoreError(f"{meta_path} lacks required fields {missing}")
@@ -179,6 +187,28 @@ class Store:
         if require_complete and done < self.n_chunks:
             raise StoreError(f"{self.path} is incomplete ({done} of {self.n_chunks} chunks written): "
                              "rerun the harvest command that made it to finish it")
+        missing = self.missing_chunks(min(done, self.n_chunks))
+        if missing:
+            raise StoreDamaged(self._damage(missing))
+
+    def missing_chunks(self, n: int) -> list[int]:
+        """Row chunks among the first n whose files are not all in the store's directory."""
+        layout = self.acts.chunk_layout.read_chunk.shape
+        enc = self.acts.spec().to_json().get("metadata", {}).get("chunk_key_encoding", {})
+        if enc.get("name", "default") != "default" or enc.get("configuration", {}).get("separator", "/") != "/":
+            return []  # unknown key layout: reads still fail on a missing chunk
+        kv = ts.KvStore.open({"driver": "file", "path": str(self.path / "activations") + "/"}).result()
+        keys = {k.decode() for k in kv.list().result()}
+        grid = [math.ceil(dim / c) for dim, c in zip(self.acts.shape[1:], layout[1:])]
+        cells = [f"{j}/{d}" for j in range(grid[0]) for d in range(grid[1])]
+        return [i for i in range(n) if any(f"c/{i}/{cell}" not in keys for cell in cells)]
+
+    def _damage(self, chunks: Sequence[int]) -> str:
+        shown = ", ".join(f"{i} (rows {a}:{b})" for i, (a, b) in ((i, self.chunk_rows(i)) for i in chunks[:8]))
+        more = f" and {len(chunks) - 8} more" if len(chunks) > 8 else ""
+        return (f"{self.path}: chunk(s) {shown}{more} of the activations are missing on disk, though store.json "
+                "records them as written (a deleted or lost file under activations/c/). Training on it would "
+                "read zeros there. Restore the files from a copy, or harvest the store again into a new directory.")
 
     @property
     def n_tokens(self) -> int:
@@ -200,7 +230,15 @@ class Store:
         """Whole row chunks [rows, C', D] in the stored dtype, read concurrently; `columns` picks
         checkpoints, and on a store chunked per checkpoint only their bytes are fetched."""
         futures = [self.acts[slice(*self.chunk_rows(i)), columns].read() for i in ids]
-        return [f.result() for f in futures]
+        out = []
+        for i, f in zip(ids, futures):
+            try:
+                out.append(f.result())
+            except ValueError as e:
+                if "NOT_FOUND" in str(e):
+                    raise StoreDamaged(self._damage([i])) from e
+                raise
+        return out
 
     def read_rows(self, start: int, stop: int, name: str = "activations") -> np.ndarray:
         arr = self.acts if name == "activations" else ts.open(_array_spec(self.path / name)).result()

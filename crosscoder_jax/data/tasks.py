@@ -60,7 +60,16 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"task file {path} not found")
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise TaskError(f"{path}, line {n}: not valid JSON ({e.msg} at column {e.colno}): "
+                            f"{line[:80]!r}; fix or delete that line") from None
+    return rows
 
 
 def _bos_prefix(tokenizer) -> list[int]:

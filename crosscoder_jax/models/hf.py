@@ -58,6 +58,9 @@ def resolve(source: str | os.PathLike, revision: str | None = None) -> Path:
         raise CheckpointError(f"revision {revision!r} was given for the local directory {path}, which has no "
                               f"subdirectory of that name; pass the checkpoint directory itself")
     repo_id = str(source)
+    if repo_id.startswith(("/", ".", "~")) or repo_id.count("/") > 1:  # a path, not a hub id
+        raise CheckpointError(f"checkpoint directory {path} does not exist; check the path (a local "
+                              "directory with config.json and the weights, or a hub id ORG/NAME in the local cache)")
     if repo_id.count("/") != 1:
         raise CheckpointError(f"{repo_id!r} is neither a local directory nor a hub id of the form ORG/NAME")
     cache = hub_cache_dir()

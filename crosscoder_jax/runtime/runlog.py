@@ -53,16 +53,28 @@ class MetricsLog:
         recomputes them identically), so every step appears once."""
         if not self.path.exists():
             return
-        keep = [l for l in self.path.read_text().splitlines()
-                if l.strip() and json.loads(l).get("step", -1) <= step]
+        keep = [l for l, r in self._records() if r.get("step", -1) <= step]
         tmp = self.path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(l + "\n" for l in keep))
         os.replace(tmp, self.path)
 
+    def _records(self) -> list[tuple[str, dict[str, Any]]]:
+        """(line, record) of every whole line; a torn line (a kill or a full disk mid-write) is
+        skipped, and dropped by the next `drop_after`."""
+        out = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                out.append((line, record))
+        return out
+
     def read(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        return [json.loads(l) for l in self.path.read_text().splitlines() if l.strip()]
+        return [r for _, r in self._records()]
 
 
 def progress(total: int, initial: int = 0, desc: str = "", unit: str = "it", **kwargs: Any) -> tqdm:

@@ -8,6 +8,7 @@ only steer the run (logging, checkpoint cadence, prefetch, progress bar) may cha
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -69,21 +70,28 @@ def diff(saved: dict, current: dict) -> dict[str, tuple[Any, Any]]:
             if k not in RUN_CONTROL and a.get(k) != b.get(k)}
 
 
-def check_or_save(workdir: Path, config) -> None:
-    """Saves the config into a new workdir, or refuses one that holds a run with another config."""
-    workdir.mkdir(parents=True, exist_ok=True)
+def check(workdir: Path, config) -> bool:
+    """Refuses a workdir that holds a run with another config (unless `resume_anyway`); True when
+    `config.json` is to be (re)written, which `save` does once the run has started cleanly."""
     path = workdir / "config.json"
-    current = json.loads(json.dumps(config.to_dict()))
-    if path.exists():
-        differ = diff(json.loads(path.read_text()), current)
-        if differ and not config.resume_anyway:
-            lines = "; ".join(f"{k}: {a!r} in the workdir, {b!r} now" for k, (a, b) in differ.items())
-            raise ConfigMismatch(f"{workdir} holds a run with a different config ({lines}). Use another "
-                                 "--config.workdir, or --config.resume_anyway=True to continue it anyway.")
-        if not differ:
-            return
-    if jax.process_index() == 0:
-        path.write_text(json.dumps(current, indent=1))
+    if not path.exists():
+        return True
+    differ = diff(json.loads(path.read_text()), json.loads(json.dumps(config.to_dict())))
+    if differ and not config.resume_anyway:
+        lines = "; ".join(f"{k}: {a!r} in the workdir, {b!r} now" for k, (a, b) in differ.items())
+        raise ConfigMismatch(f"{workdir} holds a run with a different config ({lines}). Use another "
+                             "--config.workdir, or --config.resume_anyway=True to continue it anyway.")
+    return bool(differ)
+
+
+def save(workdir: Path, config) -> None:
+    """Writes the config into the workdir (atomically; process 0)."""
+    if jax.process_index() != 0:
+        return
+    workdir.mkdir(parents=True, exist_ok=True)
+    tmp = workdir / "config.json.tmp"
+    tmp.write_text(json.dumps(json.loads(json.dumps(config.to_dict())), indent=1))
+    os.replace(tmp, workdir / "config.json")
 
 
 def scales_for(store: Store, config) -> np.ndarray:

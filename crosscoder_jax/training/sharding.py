@@ -55,7 +55,11 @@ def make_mesh(data: int = -1, snapshot: int = 1, latent: int = 1, devices: list 
         raise ValueError("at most one mesh axis may be -1")
     if -1 in sizes:
         rest = int(np.prod([s for s in sizes if s != -1]))
-        sizes[sizes.index(-1)] = n // rest if rest and n % rest == 0 else 0
+        if rest < 1 or n % rest:
+            raise ValueError(f"mesh {data}x{snapshot}x{latent} (data x snapshot x latent): the other axes take "
+                             f"{rest} devices, which does not divide the {n} present, so the -1 axis cannot "
+                             f"fill them; choose axes whose product divides {n}")
+        sizes[sizes.index(-1)] = n // rest
     if int(np.prod(sizes)) != n or min(sizes) < 1:
         raise ValueError(f"mesh {data}x{snapshot}x{latent} (data x snapshot x latent) does not use the {n} "
                          f"devices present; choose axes whose product is {n}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -25,10 +26,11 @@ from crosscoder_jax import crosscoder
 from crosscoder_jax.crosscoder import Spec, activations, save_crosscoder, sparse_step
 from crosscoder_jax.crosscoder.activations.base import k_at
 from crosscoder_jax.data.reader import NonFiniteActivations, StoreReader
-from crosscoder_jax.data.store import Store
+from crosscoder_jax.data.store import Store, StoreDamaged
 from crosscoder_jax.runtime import matmul_choice
 from crosscoder_jax.runtime.runlog import MetricsLog, jsonable, progress
 from crosscoder_jax.training import runconfig, sharding
+from crosscoder_jax.training.workdir import WorkdirLock, disk_full, restore_latest, space_message
 
 
 class TrainingError(RuntimeError):
@@ -155,32 +157,70 @@ def _host(tree):
     return jax.device_get(tree)
 
 
+def estimate_threshold(state: TrainState, spec: Spec, batches) -> float:
+    """The batchtopk inference threshold for a run that ended before `threshold_start_step`: the mean
+    over `batches` (global [B, C, D] arrays) of the smallest score the batch top-k keeps, the
+    quantity the training EMA follows."""
+    act = activations.get(spec.activation)
+
+    @jax.jit
+    def min_kept(params, scales, x_BCD):
+        pre_BF = crosscoder.encoder_pre(params, x_BCD.astype(jnp.float32) * scales[None, :, None], spec)
+        _, upd = act.train(pre_BF, params, {}, spec, crosscoder.score_norms(params), jnp.int32(2**30))
+        return upd["min_kept"]
+
+    return float(np.mean([float(min_kept(state.params, state.scales, x)) for x in batches]))
+
+
+def _state_bytes(abstract) -> int:
+    return int(sum(np.prod(a.shape) * a.dtype.itemsize for a in jax.tree.leaves(abstract)))
+
+
 def train(config) -> dict[str, Any]:
-    """Trains (or resumes) the run in `config.workdir`; returns the final metrics."""
+    """Trains (or resumes) the run in `config.workdir`; returns the final metrics. Everything is
+    checked before the workdir is touched; one process writes a workdir at a time."""
     workdir = Path(config.workdir)
     store = Store(config.activations)
     config = runconfig.resolve(config)
+    if config.batch_size > store.n_tokens:
+        raise ValueError(f"batch_size {config.batch_size} is larger than the store ({store.n_tokens} rows in "
+                         f"{config.activations}): every batch would repeat rows. Lower --config.batch_size or "
+                         "harvest more tokens.")
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.snapshot, config.mesh.latent)
     sharding.check_divisible(mesh, config.batch_size, config.dict_size, store.n_checkpoints)
     batch_shape = (config.batch_size, store.n_checkpoints, store.d_model)
     block = sharding.local_block(mesh, batch_shape)
     if not config.reader.shards:  # recorded, since the data stream depends on it
         config.reader.shards = config.batch_size // (block[0].stop - block[0].start)
-    runconfig.check_or_save(workdir, config)
+    write_config = runconfig.check(workdir, config)
     scales = runconfig.scales_for(store, config)
     spec, key, abstract, shardings, init_fn, step_fn = build(
         config, store.n_checkpoints, store.d_model, scales, mesh)
+    with WorkdirLock(workdir, take=jax.process_index() == 0):
+        return _run(config, workdir, store, mesh, batch_shape, block, write_config, spec, key, abstract,
+                    shardings, init_fn, step_fn)
+
+
+def _run(config, workdir, store, mesh, batch_shape, block, write_config, spec, key, abstract, shardings,
+         init_fn, step_fn) -> dict[str, Any]:
     mngr = ocp.CheckpointManager(
         (workdir / "checkpoints").absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=config.max_to_keep, create=True))
-    latest = mngr.latest_step()
-    if latest is not None:
-        target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-        state = mngr.restore(latest, args=ocp.args.StandardRestore(target))
-    else:
-        state = init_fn(key)
-    start = int(state.step)
+        options=ocp.CheckpointManagerOptions(max_to_keep=config.max_to_keep, create=True,
+                                             cleanup_tmp_directories=True))
     log = MetricsLog(workdir / "metrics.jsonl")
+    say = functools.partial(_say, log)
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    try:
+        latest, state = restore_latest(mngr, lambda s: mngr.restore(s, args=ocp.args.StandardRestore(target)),
+                                       workdir, say)
+    except BaseException:
+        mngr.close()
+        raise
+    if state is None:
+        state = init_fn(key)
+    if write_config:  # only now: a config that fails its checks or its restore leaves the workdir as it was
+        runconfig.save(workdir, config)
+    start = int(state.step)
     if jax.process_index() == 0:
         log.drop_after(start)
         log.write({"event": "start" if start == 0 else "resume", "step": start, "processes": jax.process_count(),
@@ -194,24 +234,34 @@ def train(config) -> dict[str, Any]:
     last = {"time": time.time(), "step": start}
     metrics_host: dict[str, Any] = {}
     prev = None
+    needed = _state_bytes(abstract)
+
+    def saved() -> str:
+        """The checkpoint that really exists once pending saves are done."""
+        try:
+            mngr.wait_until_finished()
+        except Exception:  # the failed save is reported by the caller; what exists is what matters here
+            pass
+        mngr.reload()
+        good = mngr.latest_step()
+        return f"step {good} in {workdir / 'checkpoints'}" if good is not None else "none yet"
 
     def check(step_metrics, step):
         finite = bool(jax.device_get(step_metrics["finite"]))
         if not finite:
-            good = mngr.latest_step()
             raise TrainingError(
                 f"non-finite loss or gradient at step {step} (loss={float(step_metrics['loss'])}); the last good "
-                f"checkpoint is step {good} in {workdir / 'checkpoints'}. Lower lr or check the data, then "
+                f"checkpoint is {saved()}. Lower lr or check the data, then "
                 "rerun (add --config.resume_anyway=True to resume with a changed config).")
 
+    threshold_note = None
     try:
         end = min(config.steps, config.stop_after) if config.stop_after else config.steps
         for step in range(start, end):
             try:
                 batch = next(reader)
-            except NonFiniteActivations as e:
-                raise TrainingError(f"at step {step}: {e}. The last good checkpoint is step "
-                                    f"{mngr.latest_step()} in {workdir / 'checkpoints'}.") from e
+            except (NonFiniteActivations, StoreDamaged) as e:
+                raise TrainingError(f"at step {step}: {e}. The last good checkpoint is {saved()}.") from e
             state, metrics = step_fn(state, sharding.global_batch(batch.acts_BCD, mesh, batch_shape, block))
             if prev is not None:
                 check(*prev)  # one step behind, so the host never stalls the device
@@ -233,17 +283,44 @@ def train(config) -> dict[str, Any]:
                 mngr.save(done, args=ocp.args.StandardSave(state))
             bar.update(1)
         mngr.wait_until_finished()
+        if int(state.step) >= config.steps and float(_host(state.act_state).get("threshold", 0.0)) < 0:
+            n = 8
+            theta = estimate_threshold(state, spec, [sharding.global_batch(next(reader).acts_BCD, mesh, batch_shape,
+                                                                           block) for _ in range(n)])
+            state = state.replace(act_state={**state.act_state, "threshold": jnp.float32(theta)})
+            threshold_note = (f"the run ended at step {int(state.step)}, before threshold_start_step "
+                              f"{spec.threshold_start_step}: the batchtopk inference threshold was estimated "
+                              f"at export from {n} further batches ({theta:.6g})")
+            say(threshold_note)
+    except BaseException as e:
+        if disk_full(e):
+            raise TrainingError(space_message(workdir / "checkpoints", needed) +
+                                f" The last good checkpoint is {saved()}.") from e
+        saved()  # never leave a save in flight (it would be lost, or hang the exit)
+        raise
     finally:
         reader.close()
         bar.close()
+        try:
+            mngr.close()
+        except Exception:
+            pass
     finished = int(state.step) >= config.steps
     params, act_state = _host(state.params), _host(state.act_state)
     if finished and jax.process_index() == 0:
+        meta = {"model": store.meta.get("model"), "layer": store.meta.get("layer"), "steps": int(state.step),
+                "activations": str(config.activations)}
+        if threshold_note:
+            meta["threshold_source"] = threshold_note
         save_crosscoder(workdir / "crosscoder.safetensors", params, act_state, spec, np.asarray(_host(state.scales)),
-                        store.meta["checkpoints"],
-                        extra_meta={"model": store.meta.get("model"), "layer": store.meta.get("layer"),
-                                    "steps": int(state.step), "activations": str(config.activations)})
+                        store.meta["checkpoints"], extra_meta=meta)
         (workdir / "summary.json").write_text(json.dumps({"step": int(state.step), **jsonable(metrics_host)},
                                                          indent=1))
-    mngr.close()
     return metrics_host
+
+
+def _say(log: MetricsLog, message: str) -> None:
+    """A warning on stderr and in metrics.jsonl (process 0)."""
+    if jax.process_index() == 0:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+        log.write({"event": "warning", "message": message})
