@@ -85,6 +85,15 @@ def entries(f_BF: jax.Array, cap: int) -> Entries:
     return e._replace(count=lax.cond(n_blocks <= cap, lambda: e.count, lambda: jnp.sum(nz_BF, dtype=jnp.int32)))
 
 
+def entries_in_flat_blocks(f_BF: jax.Array, cap: int, blk_M: jax.Array, n_blocks: jax.Array, s: int) -> Entries:
+    """As `entries`, when the nonzeros of f [B, F] all lie in the first `n_blocks` of the blocks of s
+    latents with flat ids blk [M] (row * F/s + block, ascending): reads M*s codes instead of B*F."""
+    B, F = f_BF.shape
+    cap = round_cap(cap)
+    slots_Ms = _nonzero(f_BF).reshape(B * (F // s), s)[blk_M] & (jnp.arange(blk_M.shape[0]) < n_blocks)[:, None]
+    return _in_blocks(slots_Ms, blk_M, B, F, cap)
+
+
 def entries_in_blocks(f_BF: jax.Array, cap: int, ids_Bm: jax.Array, s: int, spill_B: jax.Array) -> Entries:
     """As `entries`, when each row's nonzeros lie in its m blocks of s latents ids [B, m] (block
     indices, ascending per row): reads B*m*s codes instead of B*F. Rows with `spill` True may hold

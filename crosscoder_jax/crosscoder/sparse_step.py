@@ -32,7 +32,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from crosscoder_jax.crosscoder import activations, matmul, sparse_decode
-from crosscoder_jax.crosscoder.activations.base import Selected, TopKActivation, k_bound, select_rows
+from crosscoder_jax.crosscoder.activations.base import (FlatBlocks, RowBlocks, Selected, TopKActivation, k_bound,
+                                                         select_rows)
 from crosscoder_jax.crosscoder.activations.select import LOCAL, Over
 from crosscoder_jax.crosscoder.spec import Spec
 
@@ -94,11 +95,14 @@ def _row_chunk(B: int, k_aux: int) -> int:
 def list_kept(sel: Selected, relu_BF: jax.Array, axes: Axes, over: tuple[str, ...]):
     """The kept entries (rows, cols, relu(pre) there, 0 past n) and how many ties were dropped;
     listed inside the selection's blocks where it has them."""
-    if sel.blocks is not None:
-        b = sel.blocks
-        e = sparse_decode.entries_in_blocks(sel.keep_BF, _cap(sel.bound), b.ids, b.s, b.spill)
+    b, cap = sel.blocks, _cap(sel.bound)
+    if isinstance(b, RowBlocks):
+        e = sparse_decode.entries_in_blocks(sel.keep_BF, cap, b.ids, b.s, b.spill)
+    elif isinstance(b, FlatBlocks):
+        e = lax.cond(b.ok, lambda: sparse_decode.entries_in_flat_blocks(sel.keep_BF, cap, b.ids, b.n, b.s),
+                     lambda: sparse_decode.entries(sel.keep_BF, cap))
     else:
-        e = sparse_decode.entries(sel.keep_BF, _cap(sel.bound))
+        e = sparse_decode.entries(sel.keep_BF, cap)
     valid = jnp.arange(e.rows.shape[0]) < e.n
     vals = jnp.where(valid, relu_BF[e.rows, e.cols], 0.0)
     return e, vals, axes.sum(e.count - e.n, *over)

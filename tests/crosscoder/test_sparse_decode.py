@@ -33,6 +33,24 @@ def test_entries_lists_every_nonzero_in_order():
     assert int(few_blocks.count) == n and int(few_blocks.n) == 64
 
 
+def test_entries_in_flat_blocks_equal_the_full_listing():
+    f, rng = _codes(density=0.02)
+    B, F, s = f.shape[0], f.shape[1], 16
+    nz = np.asarray(f) != 0
+    holding = np.flatnonzero(nz.reshape(B * F // s, s).any(-1))
+    extra = rng.choice(np.setdiff1d(np.arange(B * F // s), holding), 5, replace=False)
+    blk = np.sort(np.concatenate([holding, extra]))
+    M = len(blk) + 9
+    ids = np.concatenate([blk, np.zeros(9, int)])  # padding past n_blocks is ignored
+    e = jax.jit(sparse_decode.entries_in_flat_blocks, static_argnums=(1, 4))(
+        f, 4 * B, jnp.asarray(ids, jnp.int32), jnp.int32(len(blk)), s)
+    full = sparse_decode.entries(f, 4 * B)
+    n = int(full.n)
+    assert int(e.n) == int(e.count) == n and M > len(blk)
+    np.testing.assert_array_equal(np.asarray(e.rows)[:n], np.asarray(full.rows)[:n])
+    np.testing.assert_array_equal(np.asarray(e.cols)[:n], np.asarray(full.cols)[:n])
+
+
 def test_entries_in_blocks_lists_and_counts():
     """Listing inside given blocks (per row, ascending) equals the full listing when they hold every
     entry; entries outside them are not listed but counted when their row is flagged as spilling."""

@@ -11,7 +11,7 @@ from jax import lax
 
 from crosscoder_jax.crosscoder.activations import select
 from crosscoder_jax.crosscoder.activations.select import (  # noqa: F401 (re-exported)
-    LOCAL, Over, RowBlocks, keep_top, kth_largest, row_blocks)
+    LOCAL, FlatBlocks, Over, RowBlocks, keep_top, keep_top_overall, kth_largest, row_blocks)
 
 if TYPE_CHECKING:  # for annotations only: spec.py imports this package to check activation names
     from crosscoder_jax.crosscoder.spec import Spec
@@ -70,11 +70,12 @@ class Activation:
 
 class Selected(NamedTuple):
     """A top-k selection: the mask keep [B, F], a static bound on its entries (ties aside), and
-    `blocks` (per-row selections on one device) where its entries lie, or None."""
+    where the search found them the blocks of latents that hold its entries (`RowBlocks` of a
+    per-row search, `FlatBlocks` of a search over the whole block), or None."""
 
     keep_BF: jax.Array
     bound: int
-    blocks: RowBlocks | None = None
+    blocks: RowBlocks | FlatBlocks | None = None
 
 
 class TopKActivation(Activation, abc.ABC):

@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from crosscoder_jax.crosscoder.activations.base import Selected, TopKActivation, k_at, k_bound, keep_top
+from crosscoder_jax.crosscoder.activations.base import (Selected, TopKActivation, k_at, k_bound, keep_top,
+                                                         keep_top_overall)
 
 
 class BatchTopK(TopKActivation):
@@ -18,10 +19,10 @@ class BatchTopK(TopKActivation):
         return {"threshold": jnp.float32(-1.0)}  # < 0: not estimated yet
 
     def select(self, v_BF, spec, step, n_tokens, over_row=None, over_all=None):
-        keep_BF = keep_top(v_BF, k_at(spec, step) * n_tokens, axis=None, k_bound=k_bound(spec) * n_tokens,
-                           over=over_all)
+        keep_BF, blocks = keep_top_overall(v_BF, k_at(spec, step) * n_tokens, k_bound=k_bound(spec) * n_tokens,
+                                           over=over_all)
         # one block may hold every kept entry of the batch
-        return Selected(keep_BF, min(k_bound(spec) * n_tokens, v_BF.size))
+        return Selected(keep_BF, min(k_bound(spec) * n_tokens, v_BF.size), blocks)
 
     def kept_update(self, min_kept):
         return {"min_kept": lax.stop_gradient(jnp.where(jnp.isfinite(min_kept), min_kept, 0.0))}

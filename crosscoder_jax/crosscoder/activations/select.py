@@ -97,8 +97,21 @@ def block_size(n: int, k_bound: int, rows: int) -> int:
     return s
 
 
-def _compacted(bits: jax.Array, k: jax.Array, k_bound: int, s: int, per_row: bool, over: Over) -> jax.Array:
-    """The bisection on the blocks that can hold the answer (see the module docstring); bits [R, n]."""
+class FlatBlocks(NamedTuple):
+    """Blocks of s latents that hold every entry >= the threshold of a search over a whole array
+    [R, n]: flat ids [m] (row * n/s + block, ascending; the first `n` valid), valid only where `ok`
+    (the compacted search had room for them; else the entries must be listed from all of it)."""
+
+    ids: jax.Array
+    n: jax.Array
+    s: int
+    ok: jax.Array
+
+
+def _compacted(bits: jax.Array, k: jax.Array, k_bound: int, s: int, per_row: bool,
+               over: Over) -> tuple[jax.Array, FlatBlocks | None]:
+    """The bisection on the blocks that can hold the answer (see the module docstring); bits [R, n].
+    Returns the threshold and, for a search over everything, the blocks that hold its entries."""
     R, n = bits.shape
     M_RN = jnp.max(bits.reshape(R, n // s, s), axis=-1)
     hi = over.max(jnp.max(M_RN, axis=-1) if per_row else jnp.max(M_RN)) + 1
@@ -117,18 +130,22 @@ def _compacted(bits: jax.Array, k: jax.Array, k_bound: int, s: int, per_row: boo
             cand = jnp.take_along_axis(blocks, idx[..., None], axis=1)  # [R, cap, s]
             valid = jnp.arange(cap)[None, :] < n_sel[:, None]
             cand = jnp.where(valid[..., None], cand, 0).reshape(R, cap * s)
-        else:
-            idx, = jnp.nonzero(sel.reshape(-1), size=cap, fill_value=0)
-            cand = blocks.reshape(R * (n // s), s)[idx]  # [cap, s]
-            cand = jnp.where((jnp.arange(cap) < n_sel)[:, None], cand, 0)
-        return _bisect(cand, k, lo, hi, per_row, over)
+            return _bisect(cand, k, lo, hi, per_row, over), jnp.zeros((cap,), jnp.int32)
+        idx, = jnp.nonzero(sel.reshape(-1), size=cap, fill_value=0)
+        cand = blocks.reshape(R * (n // s), s)[idx]  # [cap, s]
+        cand = jnp.where((jnp.arange(cap) < n_sel)[:, None], cand, 0)
+        return _bisect(cand, k, lo, hi, per_row, over), idx.astype(jnp.int32)
 
     def full(_):
-        return _bisect(bits, k, zero, jnp.full(hi.shape, _INF_BITS + 1, jnp.int32), per_row, over)
+        return (_bisect(bits, k, zero, jnp.full(hi.shape, _INF_BITS + 1, jnp.int32), per_row, over),
+                jnp.zeros((cap,), jnp.int32))
 
     # every device must take the same branch: both run collectives
     overflow = over.max(jnp.any(n_sel > cap).astype(jnp.int32))
-    return lax.cond(overflow == 0, fast, full, None)
+    t, idx = lax.cond(overflow == 0, fast, full, None)
+    # the blocks with M >= lo hold every entry >= t >= lo (with fewer than k positive entries lo is 0
+    # and `sel` the positive blocks, which hold them all)
+    return t, None if per_row else FlatBlocks(ids=idx, n=jnp.sum(sel, dtype=jnp.int32), s=s, ok=overflow == 0)
 
 
 class RowBlocks(NamedTuple):
@@ -175,6 +192,10 @@ def kth_largest(v: jax.Array, k: jax.Array | int, axis: int | None = None, k_bou
     split for axis=-1 need no reduction; the last axis, or every axis for None, combined by `over`).
     No gradient flows through the result. Returns a float32 scalar, or [...] for axis=-1.
     """
+    return _kth(v, k, axis, k_bound, over)[0]
+
+
+def _kth(v, k, axis, k_bound, over) -> tuple[jax.Array, FlatBlocks | None]:
     if axis not in (None, -1):
         raise ValueError("kth_largest reduces over the last axis (axis=-1) or everything (axis=None)")
     per_row = axis == -1
@@ -190,15 +211,16 @@ def kth_largest(v: jax.Array, k: jax.Array | int, axis: int | None = None, k_bou
     if s and per_row and over is LOCAL:
         t = row_blocks(jnp.maximum(v, 0.0).astype(jnp.float32).reshape(rows, n),
                        jnp.clip(k, 1, k_bound).reshape(-1), k_bound).t.reshape(shape)
-        return jnp.where(k <= 0, jnp.inf, t)
+        return jnp.where(k <= 0, jnp.inf, t), None
+    blocks = None
     if s:
-        t = _compacted(bits.reshape(rows, n), k.reshape(-1) if per_row else k, k_bound, s, per_row, over)
+        t, blocks = _compacted(bits.reshape(rows, n), k.reshape(-1) if per_row else k, k_bound, s, per_row, over)
         t = t.reshape(shape)
     else:
         # counted in v's own shape: flattening an array split over its last axis would reshard it
         t = _bisect(bits, k, jnp.zeros(shape, jnp.int32), jnp.full(shape, _INF_BITS + 1, jnp.int32), per_row, over)
     t = jnp.where(k <= 0, _INF_BITS, t)
-    return lax.bitcast_convert_type(t, jnp.float32)
+    return lax.bitcast_convert_type(t, jnp.float32), blocks
 
 
 def keep_top(v: jax.Array, k: jax.Array | int, axis: int | None, k_bound: int | None = None,
@@ -209,3 +231,11 @@ def keep_top(v: jax.Array, k: jax.Array | int, axis: int | None, k_bound: int | 
     if axis == -1:
         t = t[..., None]
     return (v >= t) & (v > 0)
+
+
+def keep_top_overall(v: jax.Array, k: jax.Array | int, k_bound: int | None = None,
+                     over: Over | None = None) -> tuple[jax.Array, FlatBlocks | None]:
+    """`keep_top(v, k, axis=None, ...)` and, where the compacted search ran, the blocks that hold
+    every kept entry (for listing them without reading all of v)."""
+    t, blocks = _kth(v, k, None, k_bound, over)
+    return (v >= t) & (v > 0), blocks
