@@ -211,20 +211,22 @@ def attribute(lms: Sequence[models.LM], cc: Crosscoder, prompts: Prompts, layer:
     return {"ie": ie / n, "ie_raw": raw / n, "metric": metric / n}
 
 
-def exact_effects(lms: Sequence[models.LM], cc: Crosscoder, prompts: Prompts, layer: int, latents: Sequence[int],
+def exact_effects(lms: Sequence[models.LM], cc: Crosscoder, prompts: Prompts, layer: int, latents,
                   patch: str = "zero", drop_bos: bool = True, batch_size: int = 32) -> np.ndarray:
     """Mean over examples of m(latent patched alone) - m(clean), [C, K]. With the zero patch this
-    is the single-latent ablation of the paper's validation (error terms kept)."""
+    is the single-latent ablation of the paper's validation (error terms kept). `latents`: [K], the
+    same in every checkpoint, or [C, K], each checkpoint its own (one pass per checkpoint either way)."""
     C = len(lms)
     decs = decoders(cc)
-    lat = jnp.asarray(np.asarray(latents, np.int32))
+    lat_CK = np.asarray(latents, np.int32)
+    lat_CK = np.broadcast_to(lat_CK, (C, lat_CK.shape[-1])) if lat_CK.ndim == 1 else lat_CK
     f_mean = mean_code(lms, cc, prompts, layer, drop_bos, batch_size) if patch == "mean" else None
-    out = np.zeros((C, len(latents)))
+    out = np.zeros(lat_CK.shape)
     for sub, n_real in prompts.batches(batch_size):
         batch = encode_batch(lms, cc, sub, layer, drop_bos)
         f_patch = _patch_codes(batch, f_mean)
         for c, lm in enumerate(lms):
             d = exact_program(lm, decs[c], batch.prompts, batch.a_CNTD[c], batch.f_NTF, f_patch, batch.splice_NT,
-                              lat, layer=layer)
+                              jnp.asarray(lat_CK[c]), layer=layer)
             out[c] += np.asarray(jnp.sum(d[:n_real], 0), np.float64)
     return out / prompts.n

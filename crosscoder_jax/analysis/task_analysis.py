@@ -21,18 +21,22 @@ from crosscoder_jax.crosscoder.export import Crosscoder
 from crosscoder_jax.data.tasks import Prompts, task_metrics
 
 
-def _validate(lms, cc, prompts, layer, ig_ie_CF, drop_bos, batch_size, top, steps) -> dict[str, Any]:
-    """Spearman of IG and AtP (position sums, no threshold) with exact patching over the `top`
-    latents by |IG| of each checkpoint."""
-    atp = attribution.attribute(lms, cc, prompts, layer, method="atp", threshold=0.0, drop_bos=drop_bos,
-                                batch_size=batch_size)["ie_raw"]
-    out = {"top": top, "ig_vs_exact": [], "atp_vs_exact": []}
-    for c in range(len(lms)):
-        latents = np.argsort(-np.abs(ig_ie_CF[c]))[:top]
-        exact = attribution.exact_effects(lms, cc, prompts, layer, latents, drop_bos=drop_bos,
-                                          batch_size=batch_size)[c]
-        out["ig_vs_exact"].append(relie.spearman(ig_ie_CF[c, latents], exact))
-        out["atp_vs_exact"].append(relie.spearman(atp[c, latents], exact))
+def _validate(lms, cc, prompts, layer, ie_raw_CF, *, method, steps, patch, eps_patch, drop_bos, batch_size,
+              top) -> dict[str, Any]:
+    """Spearman, over the `top` latents by |IE| of each checkpoint, of the run's own IE (its method,
+    patch state and eps_patch; position sums, no threshold) and of AtP with the same settings,
+    against exact patching to the same patch state (error terms kept clean). The exact effects of a
+    checkpoint's latents are computed in that checkpoint only."""
+    latents_CK = np.argsort(-np.abs(ie_raw_CF), axis=1)[:, :top]
+    exact_CK = attribution.exact_effects(lms, cc, prompts, layer, latents_CK, patch=patch, drop_bos=drop_bos,
+                                         batch_size=batch_size)
+    rows = np.arange(len(lms))[:, None]
+    out = {"top": top, "method": method, "patch": patch, "eps_patch": eps_patch,
+           f"{method}_vs_exact": [relie.spearman(a, b) for a, b in zip(ie_raw_CF[rows, latents_CK], exact_CK)]}
+    if method != "atp":
+        atp = attribution.attribute(lms, cc, prompts, layer, method="atp", patch=patch, eps_patch=eps_patch,
+                                    threshold=0.0, drop_bos=drop_bos, batch_size=batch_size)["ie_raw"]
+        out["atp_vs_exact"] = [relie.spearman(a, b) for a, b in zip(atp[rows, latents_CK], exact_CK)]
     return out
 
 
@@ -85,8 +89,9 @@ def analyze_task(lms: Sequence, names: Sequence[str], cc: Crosscoder, prompts: P
     else:
         summary["note"] = f"no latent has an IE above the threshold {threshold} in any checkpoint"
     if validate_top:
-        summary["validation"] = _validate(lms, cc, prompts, layer, res["ie_raw"], drop_bos, batch_size,
-                                          validate_top, steps)
+        summary["validation"] = _validate(lms, cc, prompts, layer, res["ie_raw"], method=method, steps=steps,
+                                          patch=patch, eps_patch=eps_patch, drop_bos=drop_bos,
+                                          batch_size=batch_size, top=validate_top)
     summary["ie_all"] = {n: ie[c].tolist() for c, n in enumerate(names)}
     return {"summary": summary, "rows": rows}
 

@@ -74,6 +74,60 @@ def test_analyze_task_writes_csv_and_summary(setup, tmp_path):
     assert set(s["timeline"]["causal_onsets_by_tau"]) == {"0.1", "0.3", "0.5"}
 
 
+def test_validation_uses_the_runs_own_settings(setup):
+    """AtP with the mean patch is validated as AtP against exact mean patching, each checkpoint's
+    latents patched in that checkpoint."""
+    lms, cc, prompts = setup
+    res = attribution.attribute(lms, cc, prompts, layer=1, method="atp", patch="mean", threshold=0.0, batch_size=6)
+    v = analysis.task_analysis._validate(lms, cc, prompts, 1, res["ie_raw"], method="atp", steps=10, patch="mean",
+                                         eps_patch="clean", drop_bos=True, batch_size=6, top=4)
+    assert "ig_vs_exact" not in v and "atp_vs_exact" in v and v["patch"] == "mean" and v["method"] == "atp"
+    lat = np.argsort(-np.abs(res["ie_raw"]), axis=1)[:, :4]
+    per = attribution.exact_effects(lms, cc, prompts, 1, lat, patch="mean", batch_size=6)
+    for c in range(2):
+        alone = attribution.exact_effects(lms, cc, prompts, 1, lat[c], patch="mean", batch_size=6)[c]
+        np.testing.assert_allclose(per[c], alone, rtol=1e-5, atol=1e-6)
+        assert v["atp_vs_exact"][c] == pytest.approx(analysis.relie.spearman(res["ie_raw"][c, lat[c]], per[c]))
+
+
+def test_unequal_scales_match_a_raw_space_reference(setup):
+    """Input scales 0.5 and 4: the exact single-latent ablation and AtP equal a reference computed
+    by hand in raw space (float64 codes from the raw-space weights, decoder rows subtracted from the
+    clean residual, the model run on from the layer)."""
+    lms, cc, prompts = setup
+    scales = np.array([0.5, 4.0])
+    cc_s = cc._replace(scales=scales)
+    latents = np.arange(8)
+    got = attribution.exact_effects(lms, cc_s, prompts, 1, latents, batch_size=12)
+    atp = attribution.attribute(lms, cc_s, prompts, layer=1, method="atp", threshold=0.0, batch_size=12)["ie_raw"]
+    ids, mask = jnp.asarray(prompts.ids_NT), jnp.asarray(prompts.mask_NT)
+    a = [np.asarray(models.residual_at(lm, ids, mask, layer=1), np.float64) for lm in lms]
+    p = {k: np.asarray(v, np.float64) for k, v in cc.params.items()}
+    W_enc_raw, W_dec_raw = p["W_enc"] * scales[:, None, None], p["W_dec"] / scales[None, :, None]
+    f = np.maximum(sum(a[c] @ W_enc_raw[c] for c in range(2)) + p["b_enc"], 0)  # l1 codes: relu
+    splice = (prompts.mask_NT > 0) & (np.arange(ids.shape[1])[None] >= 1)
+    f = f * splice[..., None]
+    rows = np.arange(prompts.n)
+
+    def metric(lm, resid):
+        logits = np.asarray(models.logits_at_from(lm, jnp.asarray(resid, jnp.float32), mask, 1,
+                                                  jnp.asarray(prompts.last_N)), np.float64)
+        return logits[rows, prompts.patch_N] - logits[rows, prompts.clean_N]
+
+    for c, lm in enumerate(lms):
+        m0 = metric(lm, a[c])
+        ref = [np.mean(metric(lm, a[c] - f[..., i:i + 1] * W_dec_raw[i, c]) - m0) for i in latents]
+        np.testing.assert_allclose(got[c], ref, rtol=2e-3, atol=2e-4)
+        assert np.max(np.abs(ref)) > 1e-2
+        # AtP: the gradient of m at the clean residual times the zero-ablation's change of it
+        grad = np.asarray(jax.grad(lambda r: jnp.sum(jnp.asarray(
+            models.logits_at_from(lm, r, mask, 1, jnp.asarray(prompts.last_N)))[rows, prompts.patch_N]
+            - models.logits_at_from(lm, r, mask, 1, jnp.asarray(prompts.last_N))[rows, prompts.clean_N]))(
+            jnp.asarray(a[c], jnp.float32)), np.float64)
+        ref_atp = [np.sum(grad * -(f[..., i:i + 1] * W_dec_raw[i, c])) / prompts.n for i in latents]
+        np.testing.assert_allclose(atp[c, latents], ref_atp, rtol=2e-3, atol=2e-4)
+
+
 def test_mean_ablation_patches_to_the_mean_code(setup):
     lms, cc, prompts = setup
     batch = attribution.encode_batch(lms, cc, prompts, layer=1, drop_bos=True)

@@ -1,5 +1,6 @@
 """IE approximations against exact quantities on toy downstream maps; RelIE, classes, lifecycles, Spearman."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -64,13 +65,21 @@ def test_ig_completeness_and_left_riemann_convergence():
     zero = jnp.zeros_like(f)
     for eps_patch in (eps, jnp.zeros_like(eps)):
         target = np.asarray(metric(zero, eps_patch) - metric(f, eps))
+        if eps_patch is not eps:
+            # the error term moves along the same path; its share (left Riemann on its own gradient,
+            # computed here independently) is not attributed to latents, so latents + error = total
+            d_eps = eps_patch - eps
+            g_eps = jax.grad(lambda e, al: jnp.sum(metric(f + al * (zero - f), e)))
+            alphas = np.arange(400) / 400
+            share = sum(np.asarray(jnp.sum(g_eps(eps + al * d_eps, al) * d_eps, axis=(1, 2)))
+                        for al in alphas) / 400
+        else:
+            share = 0.0
         errs = []
         for steps in (10, 400):
             ig = np.asarray(attr.ie_entries(metric, f, eps, zero, eps_patch, "ig", steps=steps)[0].sum((1, 2)))
-            if eps_patch is eps:  # eps interpolation is not attributed to latents; only then is IG complete
-                errs.append(np.max(np.abs(ig - target)) / np.max(np.abs(target)))
-        if errs:
-            assert errs[1] < 0.01 and errs[1] < errs[0]
+            errs.append(np.max(np.abs(ig + share - target)) / np.max(np.abs(target)))
+        assert errs[1] < 0.01 and errs[1] < errs[0], (eps_patch is eps, errs)
 
 
 def test_atp_approximates_exact_single_latent_patching_for_small_patches():
@@ -137,3 +146,15 @@ def test_spearman_matches_scipy():
                                       np.array([[0.1, 0.3, 0.6, 0.9], [0.9, 0.7, 0.4, 0.1]]),
                                       np.array([[0.5, 0.4, 0.6, 0.5], [0.5, 0.6, 0.4, 0.5]]))
     assert res["rho_relie"] == pytest.approx(1.0)
+    # two checkpoints: one correlation, of checkpoint B's ablation share with its RelDec
+    share_b = np.array([4.0, 3, 2, 1]) / 5
+    assert res["rho_reldec"] == pytest.approx(scipy.stats.spearmanr(share_b, [0.5, 0.6, 0.4, 0.5]).statistic)
+    # C = 3: per checkpoint shares |delta_c| / sum_c |delta|, both correlations per checkpoint and averaged
+    delta, rie, rdec = rng.normal(size=(3, 12)), rng.random((3, 12)), rng.random((3, 12))
+    res3 = relie.ablation_correlations(delta, rie, rdec)
+    share = np.abs(delta) / np.abs(delta).sum(0)
+    want_ie = [scipy.stats.spearmanr(share[c], rie[c]).statistic for c in range(3)]
+    want_dec = [scipy.stats.spearmanr(share[c], rdec[c]).statistic for c in range(3)]
+    np.testing.assert_allclose(res3["per_checkpoint_relie"], want_ie, atol=1e-12)
+    np.testing.assert_allclose(res3["per_checkpoint_reldec"], want_dec, atol=1e-12)
+    assert res3["rho_relie"] == pytest.approx(np.mean(want_ie)) and res3["rho_reldec"] == pytest.approx(np.mean(want_dec))
