@@ -30,7 +30,8 @@ from crosscoder_jax.data.store import Store, StoreDamaged
 from crosscoder_jax.runtime import matmul_choice
 from crosscoder_jax.runtime.runlog import MetricsLog, jsonable, progress
 from crosscoder_jax.training import runconfig, sharding
-from crosscoder_jax.training.workdir import WorkdirLock, disk_full, restore_latest, space_message
+from crosscoder_jax.training.workdir import (Incompatible, WorkdirLock, disk_full, restore_latest, shape_changes,
+                                             space_message)
 
 
 class TrainingError(RuntimeError):
@@ -204,15 +205,25 @@ def train(config) -> dict[str, Any]:
 def _run(config, workdir, store, mesh, batch_shape, block, write_config, spec, key, abstract, shardings,
          init_fn, step_fn) -> dict[str, Any]:
     mngr = ocp.CheckpointManager(
-        (workdir / "checkpoints").absolute(),
+        (workdir / "checkpoints").absolute(), item_handlers=ocp.StandardCheckpointHandler(),
         options=ocp.CheckpointManagerOptions(max_to_keep=config.max_to_keep, create=True,
                                              cleanup_tmp_directories=True))
     log = MetricsLog(workdir / "metrics.jsonl")
     say = functools.partial(_say, log)
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    def restore(step):
+        meta = mngr.item_metadata(step)  # raises on a checkpoint without readable metadata
+        changes = shape_changes(getattr(meta, "tree", meta), target) if meta is not None else []
+        if changes:
+            saved = workdir / "config.json"
+            fields = runconfig.diff(json.loads(saved.read_text()), config.to_dict()) if saved.exists() else {}
+            raise Incompatible(f"cannot resume {workdir} with this config: its checkpoint step {step} holds "
+                               f"{'; '.join(changes)} (changed fields: {', '.join(fields) or 'unknown'}), which "
+                               "resume_anyway cannot change. Use another --config.workdir.")
+        return mngr.restore(step, args=ocp.args.StandardRestore(target))
+
     try:
-        latest, state = restore_latest(mngr, lambda s: mngr.restore(s, args=ocp.args.StandardRestore(target)),
-                                       workdir, say)
+        latest, state = restore_latest(mngr, restore, workdir, say)
     except BaseException:
         mngr.close()
         raise

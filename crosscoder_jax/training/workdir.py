@@ -5,7 +5,8 @@ it, a checkpoint left half-written or corrupted, a full disk.
   kernel releases when the holder exits however it exits (kill -9 included), so a stale lock never
   blocks a resume; the file names the holder (pid, host, start time, command) for the refusal.
 - `restore_latest`: the newest checkpoint that restores, moving unreadable ones aside (into
-  `checkpoints_unreadable/`) with a message, instead of failing on a raw orbax error.
+  `checkpoints_unreadable/`) with a message, instead of failing on a raw orbax error; one that
+  reads but holds other shapes (`shape_changes`) is an `Incompatible` config, and stays.
 - `disk_full`: whether an exception is the filesystem running out of space, and `space_message`
   the error to raise instead (path, bytes needed, bytes free).
 """
@@ -28,6 +29,24 @@ import jax
 
 class WorkdirBusy(RuntimeError):
     """Another live process is writing this workdir."""
+
+
+class Incompatible(ValueError):
+    """A checkpoint that reads fine but holds other shapes than the config asks for."""
+
+
+def _names(tree) -> dict[str, tuple]:
+    def name(k):
+        return str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(name(k) for k in path): tuple(getattr(leaf, "shape", ())) for path, leaf in leaves}
+
+
+def shape_changes(saved_tree, target) -> list[str]:
+    """'name: saved shape -> wanted shape' for every array whose shape differs (orbax metadata tree
+    against the abstract target state)."""
+    saved, want = _names(saved_tree), _names(target)
+    return [f"{k}: {saved[k]} -> {want[k]}" for k in sorted(set(saved) & set(want)) if saved[k] != want[k]]
 
 
 class WorkdirLock:
@@ -80,6 +99,8 @@ def restore_latest(mngr, restore: Callable[[int], Any], workdir: Path, say: Call
     for step in sorted(mngr.all_steps(), reverse=True):
         try:
             return step, restore(step)
+        except Incompatible:
+            raise
         except Exception as e:  # orbax and tensorstore raise many types for a damaged checkpoint
             if disk_full(e):
                 raise

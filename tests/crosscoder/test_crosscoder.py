@@ -168,11 +168,24 @@ def test_init_matches_paper():
 @pytest.mark.parametrize("activation", ["l1", "topk", "batchtopk", "jumprelu"])
 def test_fold_unfold_gives_same_codes_in_raw_space(activation):
     spec, params, x = setup(activation, k=5)
+    # unequal decoder rows: folding then scales each latent's norm sum differently
+    row_scale = np.random.default_rng(3).uniform(0.2, 3.0, size=params["W_dec"].shape[:2])
+    params = {**params, "W_dec": params["W_dec"] * row_scale[..., None]}
     state = activations.get(activation).init_state(spec)
+    if "threshold" in state:
+        state = {"threshold": jnp.float32(0.5)}
     scales = np.array([0.5, 2.0, 7.0])
     raw = x / scales[None, :, None]
     folded = cc.fold_scales(params, scales)
     f_norm = cc.encode(params, jnp.asarray(x, jnp.float32), spec, state)
+    # the same codes from the folded weights on raw inputs (top-k picks the same latents)
+    f_raw = cc.encode(folded, jnp.asarray(raw, jnp.float32), spec, state)
+    np.testing.assert_allclose(f_raw, f_norm, rtol=1e-4, atol=1e-5)
+    assert np.array_equal(np.asarray(f_raw) > 0, np.asarray(f_norm) > 0)
+    unweighted = {k: v for k, v in folded.items() if k != "decoder_norm_sum"}  # what encode did before
+    if activation in ("topk", "batchtopk"):
+        assert not np.array_equal(np.asarray(cc.encode(unweighted, jnp.asarray(raw, jnp.float32), spec, state)) > 0,
+                                  np.asarray(f_norm) > 0)
     pre_raw = cc.encoder_pre(folded, jnp.asarray(raw, jnp.float32), spec)
     np.testing.assert_allclose(pre_raw, cc.encoder_pre(params, jnp.asarray(x, jnp.float32), spec), rtol=1e-4,
                                atol=1e-5)
@@ -181,6 +194,16 @@ def test_fold_unfold_gives_same_codes_in_raw_space(activation):
     back = cc.unfold_scales(folded, scales)
     for k in params:
         np.testing.assert_allclose(back[k], params[k], rtol=1e-6, atol=1e-7)
+
+
+def test_batchtopk_codes_without_threshold_do_not_depend_on_the_batch():
+    spec, params, x = setup("batchtopk", k=5)
+    state = activations.get("batchtopk").init_state(spec)  # threshold not estimated (-1)
+    x = jnp.asarray(x, jnp.float32)
+    f_all = np.asarray(cc.encode(params, x, spec, state))
+    f_one = np.concatenate([np.asarray(cc.encode(params, x[i:i + 1], spec, state)) for i in range(x.shape[0])])
+    np.testing.assert_array_equal(f_all, f_one)
+    assert np.all((f_all > 0).sum(-1) == 5)  # each row its own top k
 
 
 def test_kth_largest_is_exact():

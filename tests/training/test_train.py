@@ -64,6 +64,28 @@ def test_export_roundtrip_and_metadata(planted_setup, tmp_path):
                                rtol=1e-3, atol=1e-3)
 
 
+def test_batchtopk_ending_before_its_threshold_gets_one_at_export(planted_setup, tmp_path):
+    store, _ = planted_setup
+    train(small_config(store, tmp_path / "r", activation="batchtopk", steps=6, threshold_start_step=100))
+    loaded = load_crosscoder(tmp_path / "r" / "crosscoder.safetensors")
+    theta = float(loaded.act_state["threshold"])
+    assert theta > 0
+    assert "before threshold_start_step 100" in loaded.meta["threshold_source"]
+    assert loaded.meta["inference"].startswith("threshold")
+    warn = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("event") == "warning" and "estimated at export" in r["message"] for r in warn)
+    raw = np.random.default_rng(1).normal(size=(40, 3, 16)).astype(np.float32) * 0.3
+    f = np.asarray(loaded.encode(raw))
+    # the documented rule on the file's tensors gives the same codes, one row at a time
+    folded = loaded.folded()
+    pre = np.maximum(np.einsum("bcd,cdf->bf", raw, folded["W_enc"]) + np.asarray(folded["b_enc"]), 0)
+    with safe_open(str(tmp_path / "r" / "crosscoder.safetensors"), "numpy") as fh:
+        thr = fh.get_tensor("threshold")
+    np.testing.assert_allclose(f, np.where(pre > thr, pre, 0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(f[:7], np.asarray(loaded.encode(raw[:7])))
+    assert 0 < (f > 0).sum(-1).mean() < 64
+
+
 def test_changed_config_is_refused_with_fields_named(planted_setup, tmp_path):
     store, _ = planted_setup
     train(small_config(store, tmp_path / "w", steps=4))
