@@ -181,7 +181,7 @@ class Store:
         if tuple(self.acts.shape) != (N, C, D):
             raise StoreError(f"{self.path}: activations have shape {tuple(self.acts.shape)} but store.json "
                              f"says {(N, C, D)}")
-        self.chunk_size = int(self.meta.get("chunk_size") or self.acts.chunk_layout.read_chunk.shape[0])
+        self.chunk_size = int(self.meta.get("chunk_size") or self._chunk_shape()[0])
         self.n_chunks = math.ceil(N / self.chunk_size)
         done = self.meta.get("progress", {}).get("chunks_written", self.n_chunks)
         if require_complete and done < self.n_chunks:
@@ -191,9 +191,14 @@ class Store:
         if missing:
             raise StoreDamaged(self._damage(missing))
 
+    def _chunk_shape(self) -> list[int]:
+        """The zarr chunk shape (tensorstore's read chunks may be smaller subdivisions of it)."""
+        grid = self.acts.spec().to_json().get("metadata", {}).get("chunk_grid", {})
+        return list(grid.get("configuration", {}).get("chunk_shape") or self.acts.chunk_layout.write_chunk.shape)
+
     def missing_chunks(self, n: int) -> list[int]:
         """Row chunks among the first n whose files are not all in the store's directory."""
-        layout = self.acts.chunk_layout.read_chunk.shape
+        layout = self._chunk_shape()
         enc = self.acts.spec().to_json().get("metadata", {}).get("chunk_key_encoding", {})
         if enc.get("name", "default") != "default" or enc.get("configuration", {}).get("separator", "/") != "/":
             return []  # unknown key layout: reads still fail on a missing chunk

@@ -46,6 +46,19 @@ def test_deleted_chunk_is_an_error_before_and_while_reading(planted_setup, tmp_p
     assert not (tmp_path / "w").exists()  # refused before the workdir was made
 
 
+def test_large_chunks_are_found_and_their_loss_too(tmp_path):
+    """Chunks above tensorstore's read-chunk size (it reads them in smaller pieces) are checked by
+    their zarr chunk shape."""
+    w = create_store(tmp_path / "l", checkpoints=["a", "b"], d_model=1024, n_tokens=2048, chunk_size=1024,
+                     dtype="bfloat16")
+    for i in range(2):
+        w.write_chunk(i, np.ones((1024, 2, 1024), np.float32))
+    store = Store(tmp_path / "l")
+    assert store.chunk_size == 1024 and store.missing_chunks(2) == []
+    os.remove(tmp_path / "l" / "activations" / "c" / "1" / "1" / "0")
+    assert store.missing_chunks(2) == [1]
+
+
 def test_store_of_zeros_is_not_missing(tmp_path):
     w = create_store(tmp_path / "z", checkpoints=["a"], d_model=4, n_tokens=8, chunk_size=4)
     for i in range(2):
