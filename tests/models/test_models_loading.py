@@ -151,5 +151,7 @@ def test_bad_inputs_name_the_problem(tmp_path):
 
     with pytest.raises(models.CheckpointError, match="no config.json"):
         models.load(tmp_path)
-    with pytest.raises(models.CheckpointError, match="neither a local directory nor a hub id"):
+    with pytest.raises(models.CheckpointError, match="checkpoint directory .*does-not-exist does not exist; check the path"):
         models.load(tmp_path / "does-not-exist")
+    with pytest.raises(models.CheckpointError, match="neither a local directory nor a hub id"):
+        models.load("no-slash-name")

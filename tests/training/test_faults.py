@@ -126,7 +126,7 @@ def test_torn_metrics_line_is_dropped_on_resume(planted_setup, tmp_path):
     assert [json.loads(l).get("step") for l in lines] == [0, 5, 10, 10, 15, 20]
 
 
-@pytest.mark.parametrize("damage", ["truncate", "metadata"])
+@pytest.mark.parametrize("damage", [pytest.param("truncate", marks=pytest.mark.slow), "metadata"])
 def test_corrupt_latest_checkpoint_falls_back(planted_setup, tmp_path, damage):
     store, _ = planted_setup
     train(small_config(store, tmp_path / "one"))
