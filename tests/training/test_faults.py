@@ -173,6 +173,9 @@ def test_small_input_errors(planted_setup, tmp_path):
     bad.write_text('{"a": 1}\n\n{"b": 2,\n')
     with pytest.raises(TaskError, match=rf"{bad}, line 3: not valid JSON"):
         read_jsonl(bad)
+    from crosscoder_jax.data.store import StoreError
+    with pytest.raises(StoreError, match=r"not an activation store.*layout in README.md"):
+        Store(tmp_path / "nowhere")
     with pytest.raises(ValueError, match=r"the other axes take 3 devices, which does not divide the 1"):
         sharding.make_mesh(-1, 1, 3, devices=sharding.jax.devices()[:1])
 
