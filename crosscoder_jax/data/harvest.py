@@ -25,6 +25,7 @@ import numpy as np
 
 from crosscoder_jax import models
 from crosscoder_jax.data import token_sources
+from crosscoder_jax.data.location import Location
 from crosscoder_jax.data.store import Store, StoreWriter, create_store, read_meta
 from crosscoder_jax.runtime.devices import data_mesh, shard_leading
 from crosscoder_jax.runtime.runlog import MetricsLog, progress
@@ -98,8 +99,8 @@ def open_or_create(config, ckpts, contexts, d_model) -> StoreWriter:
     T = contexts.shape[1] - int(config.drop_bos)
     n_tokens, chunk_rows = contexts.shape[0] * T, config.chunk_contexts * T
     ident = _identity(config, ckpts, contexts, n_tokens, min(chunk_rows, n_tokens))
-    out = Path(config.out)
-    if (out / "store.json").exists():
+    out = Location(config.out)
+    if out.exists("store.json"):
         meta = read_meta(out)
         differ = {k: (meta.get(k), v) for k, v in ident.items() if meta.get(k) != v}
         if differ:
@@ -147,8 +148,9 @@ def checkpoint_health(lms, names, contexts: np.ndarray, mean_norms: np.ndarray, 
     return out
 
 
-def harvest(config) -> Path:
-    """Runs (or resumes) the harvest described by `config`; returns the store directory."""
+def harvest(config) -> Path | str:
+    """Runs (or resumes) the harvest described by `config`; returns the store directory (or URL:
+    `config.out` may be a kvstore URL such as gs://bucket/path or s3://bucket/path)."""
     ckpts = parse_checkpoints(config.checkpoints, config.model)
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.model_dtype]
     lms, tok = load_checkpoints(ckpts, dtype)
@@ -162,7 +164,7 @@ def harvest(config) -> Path:
     T = contexts.shape[1] - drop
     mesh = data_mesh()
     residual = make_residual_fn(mesh, int(config.layer))
-    log = MetricsLog(Path(config.out) / "harvest_log.jsonl")
+    log = MetricsLog(_log_path(Location(config.out)))
     bar = progress(writer.meta["n_tokens"], initial=writer.chunks_written * writer.chunk_size, desc="harvest",
                    unit="tok", disable=not config.progress)
     for i in range(writer.chunks_written, writer.n_chunks):
@@ -193,7 +195,15 @@ def harvest(config) -> Path:
         for name, h in health.items():
             for flag in h["flags"]:
                 print(f"WARNING checkpoint {name}: {flag}")
-    return Path(config.out)
+    return Location(config.out).path
+
+
+def _log_path(out: Location) -> Path:
+    """harvest_log.jsonl in the store's directory; for a store on object storage, in
+    ./harvest_logs/<bucket>/<prefix>/ (a log is appended line by line, which objects are not)."""
+    if not out.is_url:
+        return Path(out.url) / "harvest_log.jsonl"
+    return Path("harvest_logs") / out.url.split("://", 1)[1] / "harvest_log.jsonl"
 
 
 def series_from_store(store_path: str | Path, model_dtype: str = "float32") -> tuple[list[models.LM], Any, dict]:

@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 import math
 import os
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import tensorstore as ts
+
+from crosscoder_jax.data.location import Location
 
 FORMAT = "crosscoder_jax.activations/1"
 _DTYPES = ("float32", "bfloat16")
@@ -35,11 +36,11 @@ class StoreDamaged(StoreError):
     """Data that store.json records as written is missing (a deleted or lost chunk file)."""
 
 
-def _array_spec(path: Path, shape: Sequence[int] | None = None, dtype: str | None = None,
+def _array_spec(loc: Location, name: str, shape: Sequence[int] | None = None, dtype: str | None = None,
                 chunk_rows: int | None = None, chunk_checkpoints: int | None = None) -> dict:
     # Missing chunks are errors, not zeros (zarr's default fill), and chunks of zeros are stored,
     # so that a missing chunk file always means lost data.
-    spec: dict[str, Any] = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)},
+    spec: dict[str, Any] = {"driver": "zarr3", "kvstore": loc.kvstore(name),
                             "fill_missing_data_reads": False, "store_data_equal_to_fill_value": True}
     if shape is not None:
         chunk = [chunk_rows, *shape[1:]]
@@ -51,21 +52,21 @@ def _array_spec(path: Path, shape: Sequence[int] | None = None, dtype: str | Non
     return spec
 
 
-def _write_json_atomic(path: Path, obj: Mapping[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+def _write_meta(loc: Location, obj: Mapping[str, Any]) -> None:
+    loc.write_text("store.json", json.dumps(obj, indent=1))
 
 
-def read_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """store.json of the store at `path`, checked for the format this version reads."""
-    path = Path(path)
+def read_meta(path: str | os.PathLike | Location) -> dict[str, Any]:
+    """store.json of the store at `path` (a directory or a kvstore URL), checked for the format
+    this version reads."""
+    path = Location(path)
     meta_path = path / "store.json"
-    if not meta_path.exists():
+    text = path.read_text("store.json")
+    if text is None:
         raise StoreError(f"{path} is not an activation store: no store.json. Harvest one with "
                          "`python -m launch.harvest`, or write the layout in README.md (\"Stable interfaces\") "
                          "with tensorstore.")
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(text)
     fmt = meta.get("format")
     if fmt != FORMAT:
         raise StoreError(f"{path} was written as format {fmt!r}, this version reads {FORMAT!r}: "
@@ -81,16 +82,17 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
 class StoreWriter:
     """Appends chunks to a store in order; `chunks_written` survives a kill (store.json)."""
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.meta = read_meta(self.path)
-        self.acts = ts.open(_array_spec(self.path / "activations")).result()
+    def __init__(self, path: str | os.PathLike | Location):
+        self.location = Location(path)
+        self.path = self.location.path
+        self.meta = read_meta(self.location)
+        self.acts = ts.open(_array_spec(self.location, "activations")).result()
         self.tokens = self._maybe_open("tokens")
         self.positions = self._maybe_open("positions")
 
     def _maybe_open(self, name: str):
-        p = self.path / name
-        return ts.open(_array_spec(p)).result() if p.exists() else None
+        loc = self.location
+        return ts.open(_array_spec(loc, name)).result() if loc.exists(f"{name}/zarr.json") else None
 
     @property
     def chunk_size(self) -> int:
@@ -130,15 +132,15 @@ class StoreWriter:
         for fut in futures:
             fut.result()
         self.meta["progress"]["chunks_written"] = i + 1
-        _write_json_atomic(self.path / "store.json", self.meta)
+        _write_meta(self.location, self.meta)
 
     def update_meta(self, **fields: Any) -> None:
         """Records extra fields in store.json (e.g. `scales`)."""
         self.meta.update(fields)
-        _write_json_atomic(self.path / "store.json", self.meta)
+        _write_meta(self.location, self.meta)
 
 
-def create_store(path: str | os.PathLike, *, checkpoints: Sequence[str], d_model: int, n_tokens: int,
+def create_store(path: str | os.PathLike | Location, *, checkpoints: Sequence[str], d_model: int, n_tokens: int,
                  dtype: str = "float32", chunk_size: int = 8192, model: str | None = None,
                  layer: int | None = None, with_tokens: bool = False, checkpoint_chunk: int = 1,
                  **extra: Any) -> StoreWriter:
@@ -150,31 +152,32 @@ def create_store(path: str | os.PathLike, *, checkpoints: Sequence[str], d_model
         raise StoreError(f"dtype {dtype!r} is not one of {_DTYPES}")
     if n_tokens < 1 or chunk_size < 1 or d_model < 1 or not checkpoints:
         raise StoreError("a store needs n_tokens, chunk_size, d_model >= 1 and at least one checkpoint")
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    path = Location(path)
+    path.make()
     C = len(checkpoints)
     rows = min(chunk_size, n_tokens)
     if not 1 <= checkpoint_chunk <= C:
         raise StoreError(f"checkpoint_chunk {checkpoint_chunk} must be between 1 and the {C} checkpoints")
-    ts.open(_array_spec(path / "activations", (n_tokens, C, d_model), dtype, rows, checkpoint_chunk)).result()
+    ts.open(_array_spec(path, "activations", (n_tokens, C, d_model), dtype, rows, checkpoint_chunk)).result()
     if with_tokens:
         for name in ("tokens", "positions"):
-            ts.open(_array_spec(path / name, (n_tokens,), "int32", rows)).result()
+            ts.open(_array_spec(path, name, (n_tokens,), "int32", rows)).result()
     meta = {"format": FORMAT, "checkpoints": list(checkpoints), "d_model": int(d_model),
             "n_tokens": int(n_tokens), "dtype": dtype, "model": model, "layer": layer,
             "chunk_size": rows, "checkpoint_chunk": int(checkpoint_chunk), "scales": None, "progress": {"chunks_written": 0}, **extra}
-    _write_json_atomic(path / "store.json", meta)
+    _write_meta(path, meta)
     return StoreWriter(path)
 
 
 class Store:
     """A finished store opened for reading: whole-chunk reads and normalisation statistics."""
 
-    def __init__(self, path: str | os.PathLike, require_complete: bool = True):
-        self.path = Path(path)
-        self.meta = read_meta(self.path)
+    def __init__(self, path: str | os.PathLike | Location, require_complete: bool = True):
+        self.location = Location(path)
+        self.path = self.location.path
+        self.meta = read_meta(self.location)
         try:
-            self.acts = ts.open(_array_spec(self.path / "activations")).result()
+            self.acts = ts.open(_array_spec(self.location, "activations")).result()
         except ValueError as e:
             raise StoreError(f"{self.path}/activations cannot be opened as a zarr3 array: {e}") from e
         C, D, N = len(self.meta["checkpoints"]), int(self.meta["d_model"]), int(self.meta["n_tokens"])
@@ -202,8 +205,7 @@ class Store:
         enc = self.acts.spec().to_json().get("metadata", {}).get("chunk_key_encoding", {})
         if enc.get("name", "default") != "default" or enc.get("configuration", {}).get("separator", "/") != "/":
             return []  # unknown key layout: reads still fail on a missing chunk
-        kv = ts.KvStore.open({"driver": "file", "path": str(self.path / "activations") + "/"}).result()
-        keys = {k.decode() for k in kv.list().result()}
+        keys = self.location.keys("activations")
         grid = [math.ceil(dim / c) for dim, c in zip(self.acts.shape[1:], layout[1:])]
         cells = [f"{j}/{d}" for j in range(grid[0]) for d in range(grid[1])]
         return [i for i in range(n) if any(f"c/{i}/{cell}" not in keys for cell in cells)]
@@ -211,8 +213,8 @@ class Store:
     def _damage(self, chunks: Sequence[int]) -> str:
         shown = ", ".join(f"{i} (rows {a}:{b})" for i, (a, b) in ((i, self.chunk_rows(i)) for i in chunks[:8]))
         more = f" and {len(chunks) - 8} more" if len(chunks) > 8 else ""
-        return (f"{self.path}: chunk(s) {shown}{more} of the activations are missing on disk, though store.json "
-                "records them as written (a deleted or lost file under activations/c/). Training on it would "
+        return (f"{self.path}: chunk(s) {shown}{more} of the activations are missing from the store, though store.json "
+                "records them as written (a deleted or lost file or object under activations/c/). Training on it would "
                 "read zeros there. Restore the files from a copy, or harvest the store again into a new directory.")
 
     @property
@@ -246,7 +248,7 @@ class Store:
         return out
 
     def read_rows(self, start: int, stop: int, name: str = "activations") -> np.ndarray:
-        arr = self.acts if name == "activations" else ts.open(_array_spec(self.path / name)).result()
+        arr = self.acts if name == "activations" else ts.open(_array_spec(self.location, name)).result()
         return arr[start:stop].read().result()
 
     def estimate_scales(self, max_rows: int = 65536, seed: int = 0) -> np.ndarray:

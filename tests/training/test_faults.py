@@ -37,7 +37,7 @@ def test_deleted_chunk_is_an_error_before_and_while_reading(planted_setup, tmp_p
     store = _copy_store(planted_setup[0], tmp_path / "s")
     opened = Store(store)
     os.remove(store / "activations" / "c" / "2" / "0" / "0")
-    with pytest.raises(StoreDamaged, match=r"chunk\(s\) 2 \(rows 512:768\).*missing on disk.*harvest the store again"):
+    with pytest.raises(StoreDamaged, match=r"chunk\(s\) 2 \(rows 512:768\).*missing from the store.*harvest the store again"):
         opened.read_chunks([2])  # while reading: a store opened before the file went
     with pytest.raises(StoreDamaged, match=r"chunk\(s\) 2 "):
         Store(store)  # before reading
