@@ -53,6 +53,7 @@ def test_store_equals_direct_forward_passes(series, tmp_path):
     assert set(store.meta["health"]) == {"step0", "step1", "step2"}
 
 
+@pytest.mark.slow  # the same resume runs in the default suite against S3 (test_object_store.py)
 def test_kill_and_resume_is_byte_identical(series, tmp_path):
     def cmd(out):
         return [sys.executable, "-m", "launch.harvest", "--config=configs/harvest.py", "--config.model=tiny",

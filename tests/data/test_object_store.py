@@ -49,7 +49,7 @@ def _objects(where: str) -> dict[str, bytes]:
 def _harvest_cmd(out, series):
     return [sys.executable, "-m", "launch.harvest", f"--config={ROOT / 'configs' / 'harvest.py'}", "--config.model=tiny",
             f"--config.checkpoints={','.join(str(p) for p in series)}", "--config.layer=1", f"--config.out={out}",
-            "--config.n_contexts=96", "--config.context_len=16", "--config.chunk_contexts=4",
+            "--config.n_contexts=48", "--config.context_len=16", "--config.chunk_contexts=4",
             "--config.batch_size=4", "--config.progress=False", "--config.dtype=bfloat16"]
 
 
@@ -57,9 +57,12 @@ def test_harvest_kill_resume_train_on_s3(s3, tmp_path):
     series = [tiny_gpt_neox(tmp_path / f"step{i}", seed=i) for i in range(2)]
     env = subprocess_env(**s3)
     url = f"s3://{BUCKET}/runs/store"
-    local = subprocess.run(_harvest_cmd(tmp_path / "local", series), env=env, cwd=ROOT, capture_output=True,
-                           text=True, timeout=300)
-    assert local.returncode == 0, local.stderr[-2000:]
+    from configs.harvest import get_config
+    from crosscoder_jax.data.harvest import harvest
+    c = get_config()
+    c.model, c.checkpoints, c.layer, c.out = "tiny", ",".join(str(p) for p in series), 1, str(tmp_path / "local")
+    c.n_contexts, c.context_len, c.chunk_contexts, c.batch_size, c.progress, c.dtype = 48, 16, 4, 4, False, "bfloat16"
+    harvest(c)  # the same harvest on local disk, in this process
     proc = subprocess.Popen(_harvest_cmd(url, series), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     # the log of a store on object storage is kept locally, below the working directory
@@ -70,7 +73,7 @@ def test_harvest_kill_resume_train_on_s3(s3, tmp_path):
     assert proc.poll() is None, proc.stderr.read()[-2000:]  # still running: killed mid-harvest
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert Store(url, require_complete=False).meta["progress"]["chunks_written"] < 24
+    assert Store(url, require_complete=False).meta["progress"]["chunks_written"] < 12
     again = subprocess.run(_harvest_cmd(url, series), env=env, cwd=tmp_path, capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
@@ -83,9 +86,9 @@ def test_harvest_kill_resume_train_on_s3(s3, tmp_path):
     assert json.loads(remote["store.json"]) == json.loads(disk["store.json"])
 
     # train on it, stop, resume: the same as one run from the local copy
-    train(small_config(tmp_path / "local", tmp_path / "one", steps=12, batch_size=48, dict_size=64))
-    train(small_config(url, tmp_path / "two", steps=12, batch_size=48, dict_size=64, stop_after=6, save_every=3))
-    train(small_config(url, tmp_path / "two", steps=12, batch_size=48, dict_size=64, save_every=3))
+    train(small_config(tmp_path / "local", tmp_path / "one", steps=8, batch_size=48, dict_size=64))
+    train(small_config(url, tmp_path / "two", steps=8, batch_size=48, dict_size=64, stop_after=4, save_every=2))
+    train(small_config(url, tmp_path / "two", steps=8, batch_size=48, dict_size=64, save_every=2))
     from safetensors.numpy import load_file
     a, b = load_file(str(tmp_path / "one" / "crosscoder.safetensors")), load_file(str(tmp_path / "two" / "crosscoder.safetensors"))
     for k in a:
