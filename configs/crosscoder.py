@@ -8,9 +8,21 @@ lr 5e-5 (0.9, 0.999), grad-norm clip 1.0, constant lr then linear decay over the
 import ml_collections
 
 
+def _live_fields() -> ml_collections.ConfigDict:
+    from configs import harvest
+
+    h = harvest.get_config()
+    for key in ("out", "scale_rows", "health_contexts", "progress"):  # a harvest's, not a source's
+        del h[key]
+    return h
+
+
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.activations = ""            # activation store directory (see README: the store layout)
+    c.activations = ""            # activation store: a directory, a kvstore URL (gs://, s3://), or "live"
+    # activations="live": the checkpoints' forward passes run during training (nothing stored), with
+    # the fields of a harvest (configs/harvest.py); the batches equal those of a store harvested so
+    c.live = _live_fields()
     c.workdir = ""                # everything of the run goes here; rerunning resumes
     c.dict_size = 16384           # F, latents
     c.activation = "batchtopk"    # l1 | topk | batchtopk | jumprelu

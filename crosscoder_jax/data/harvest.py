@@ -125,6 +125,19 @@ def make_residual_fn(mesh, layer: int):
     return run
 
 
+def chunk_activations(lms, residual, ctx_NT: np.ndarray, drop: int, batch_size: int) -> np.ndarray:
+    """Every checkpoint's residual on the contexts ctx [N, T], `batch_size` contexts a forward pass,
+    the first `drop` positions dropped: float32 [N, T - drop, C, D] (C = len(lms))."""
+    acts = None
+    for c, lm in enumerate(lms):
+        for b in range(0, len(ctx_NT), batch_size):
+            r = np.asarray(residual(lm, jnp.asarray(ctx_NT[b:b + batch_size])), np.float32)
+            if acts is None:
+                acts = np.empty((len(ctx_NT), r.shape[1] - drop, len(lms), r.shape[2]), np.float32)
+            acts[b:b + len(r), :, c] = r[:, drop:]
+    return acts
+
+
 def checkpoint_health(lms, names, contexts: np.ndarray, mean_norms: np.ndarray, vocab_size: int) -> dict:
     """Next-token cross-entropy of each checkpoint on a few contexts, and flags: loss worse than
     uniform guessing (ln V), or a mean activation norm over 100x away from the other checkpoints'."""
@@ -170,11 +183,8 @@ def harvest(config) -> Path | str:
     for i in range(writer.chunks_written, writer.n_chunks):
         start, stop = writer.chunk_rows(i)
         ctx = contexts[start // T: stop // T]
-        acts = np.empty((len(ctx), T, len(lms), D), np.float32)
-        for c, lm in enumerate(lms):
-            for b in range(0, len(ctx), config.batch_size):
-                r = np.asarray(residual(lm, jnp.asarray(ctx[b:b + config.batch_size])), np.float32)
-                acts[b:b + len(r), :, c] = r[:, drop:]
+        acts = chunk_activations(lms, residual, ctx, drop, config.batch_size)
+        for c in range(len(lms)):
             bad = ~np.isfinite(acts[:, :, c]).all(axis=-1)
             if bad.any():
                 row, pos = np.argwhere(bad)[0]

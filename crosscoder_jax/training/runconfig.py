@@ -64,10 +64,12 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def diff(saved: dict, current: dict) -> dict[str, tuple[Any, Any]]:
-    """Fields (dotted names) whose values differ, except run-control fields."""
+    """Fields (dotted names) whose values differ, except run-control fields (and the live-source
+    fields of runs that read a store, which configs written before they existed lack)."""
     a, b = _flat(saved), _flat(current)
+    live = "live" in (a.get("activations"), b.get("activations"))
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
-            if k not in RUN_CONTROL and a.get(k) != b.get(k)}
+            if k not in RUN_CONTROL and a.get(k) != b.get(k) and (live or not k.startswith("live."))}
 
 
 def check(workdir: Path, config) -> bool:

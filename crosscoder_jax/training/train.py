@@ -25,6 +25,7 @@ import orbax.checkpoint as ocp
 from crosscoder_jax import crosscoder
 from crosscoder_jax.crosscoder import Spec, activations, save_crosscoder, sparse_step
 from crosscoder_jax.crosscoder.activations.base import k_at
+from crosscoder_jax.data.live import LiveStore
 from crosscoder_jax.data.reader import NonFiniteActivations, StoreReader
 from crosscoder_jax.data.store import Store, StoreDamaged
 from crosscoder_jax.runtime import matmul_choice
@@ -181,7 +182,7 @@ def train(config) -> dict[str, Any]:
     """Trains (or resumes) the run in `config.workdir`; returns the final metrics. Everything is
     checked before the workdir is touched; one process writes a workdir at a time."""
     workdir = Path(config.workdir)
-    store = Store(config.activations)
+    store = LiveStore(config.live) if config.activations == "live" else Store(config.activations)
     config = runconfig.resolve(config)
     if config.batch_size > store.n_tokens:
         raise ValueError(f"batch_size {config.batch_size} is larger than the store ({store.n_tokens} rows in "
