@@ -1,7 +1,7 @@
 """Live activations: the checkpoints' forward passes run during training, nothing written.
 
-`LiveStore` offers what the store reader reads (`n_chunks`, `chunk_rows`, `read_chunks`,
-`estimate_scales`, `meta`) over the chunks that a harvest with the same fields would write, computing
+`LiveStore` offers what the store reader reads (`store.RowChunks`: `n_chunks`, `chunk_rows`,
+`read_chunks`, `estimate_scales`, `meta`) over the chunks that a harvest with the same fields would write, computing
 each chunk when it is read: the same contexts (`token_sources`), the same forward pass to the layer
 (`harvest.chunk_activations`), the same rounding to the stored dtype. So `StoreReader` streams it
 unchanged: the same chunk order and mixing window for a seed, resumable from an integer position
@@ -22,13 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from crosscoder_jax.data import harvest, token_sources
-from crosscoder_jax.data.store import Store
+from crosscoder_jax.data.store import RowChunks
 from crosscoder_jax.runtime.devices import data_mesh
 
 _DTYPES = {"float32": np.float32, "bfloat16": jnp.bfloat16}
 
 
-class LiveStore:
+class LiveStore(RowChunks):
     """A store computed on demand from a harvest config (model, checkpoints, layer, tokens,
     n_contexts, context_len, drop_bos, dtype, model_dtype, batch_size, chunk_contexts)."""
 
@@ -55,22 +55,6 @@ class LiveStore:
         self._batch = int(config.batch_size)
         self._residual = harvest.make_residual_fn(data_mesh(), int(config.layer))
 
-    @property
-    def n_tokens(self) -> int:
-        return int(self.meta["n_tokens"])
-
-    @property
-    def n_checkpoints(self) -> int:
-        return len(self.lms)
-
-    @property
-    def d_model(self) -> int:
-        return int(self.meta["d_model"])
-
-    def chunk_rows(self, i: int) -> tuple[int, int]:
-        start = i * self.chunk_size
-        return start, min(start + self.chunk_size, self.n_tokens)
-
     def read_chunks(self, ids: Sequence[int], columns: slice = slice(None)) -> list[np.ndarray]:
         """Chunks [rows, C', D] in the stored dtype, computed now (only the checkpoints in `columns`)."""
         lms = self.lms[columns]
@@ -81,5 +65,3 @@ class LiveStore:
             acts = harvest.chunk_activations(lms, self._residual, ctx, self.drop, self._batch)
             out.append(acts.reshape(-1, len(lms), self.d_model).astype(self._dtype))
         return out
-
-    estimate_scales = Store.estimate_scales  # the same estimate over chunks read (here: computed)

@@ -169,7 +169,59 @@ def create_store(path: str | os.PathLike | Location, *, checkpoints: Sequence[st
     return StoreWriter(path)
 
 
-class Store:
+class RowChunks:
+    """What a reader needs of a source of activations cut into row chunks: `meta` (store.json's
+    fields), `chunk_size`, `n_chunks`, `read_chunks(ids, columns)`; the shape, chunk bounds and the normalisation
+    estimate follow from them (a `Store`, or `live.LiveStore` that computes its chunks)."""
+
+    meta: dict[str, Any]
+    chunk_size: int
+    n_chunks: int
+    path: Any
+
+    def read_chunks(self, ids: Sequence[int], columns: slice = slice(None)) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.meta["n_tokens"])
+
+    @property
+    def n_checkpoints(self) -> int:
+        return len(self.meta["checkpoints"])
+
+    @property
+    def d_model(self) -> int:
+        return int(self.meta["d_model"])
+
+    def chunk_rows(self, i: int) -> tuple[int, int]:
+        start = i * self.chunk_size
+        return start, min(start + self.chunk_size, self.n_tokens)
+
+    def estimate_scales(self, max_rows: int = 65536, seed: int = 0) -> np.ndarray:
+        """Per-checkpoint input scale `s_c = sqrt(D) / E||a_c||` [C] (float64), from whole chunks
+        picked at random until `max_rows` rows are read."""
+        order = np.random.default_rng(seed).permutation(self.n_chunks)
+        sums, rows = np.zeros(self.n_checkpoints), 0
+        for i in order:
+            (chunk,) = self.read_chunks([int(i)])
+            norms = np.linalg.norm(chunk.astype(np.float64), axis=-1)
+            if not np.all(np.isfinite(norms)):
+                bad = int(np.argwhere(~np.isfinite(norms))[0, 0]) + self.chunk_rows(int(i))[0]
+                raise StoreError(f"{self.path}: non-finite activations in chunk {int(i)} (row {bad}); "
+                                 "re-harvest that checkpoint or drop the rows")
+            sums += norms.sum(axis=0)
+            rows += norms.shape[0]
+            if rows >= max_rows:
+                break
+        mean_norm = sums / rows
+        if np.any(mean_norm <= 0):
+            raise StoreError(f"{self.path}: checkpoint(s) {np.flatnonzero(mean_norm <= 0).tolist()} have "
+                             "all-zero activations; check the harvest")
+        return np.sqrt(self.d_model) / mean_norm
+
+
+class Store(RowChunks):
     """A finished store opened for reading: whole-chunk reads and normalisation statistics."""
 
     def __init__(self, path: str | os.PathLike | Location, require_complete: bool = True):
@@ -217,22 +269,6 @@ class Store:
                 "records them as written (a deleted or lost file or object under activations/c/). Training on it would "
                 "read zeros there. Restore the files from a copy, or harvest the store again into a new directory.")
 
-    @property
-    def n_tokens(self) -> int:
-        return int(self.meta["n_tokens"])
-
-    @property
-    def n_checkpoints(self) -> int:
-        return len(self.meta["checkpoints"])
-
-    @property
-    def d_model(self) -> int:
-        return int(self.meta["d_model"])
-
-    def chunk_rows(self, i: int) -> tuple[int, int]:
-        start = i * self.chunk_size
-        return start, min(start + self.chunk_size, self.n_tokens)
-
     def read_chunks(self, ids: Sequence[int], columns: slice = slice(None)) -> list[np.ndarray]:
         """Whole row chunks [rows, C', D] in the stored dtype, read concurrently; `columns` picks
         checkpoints, and on a store chunked per checkpoint only their bytes are fetched."""
@@ -250,25 +286,3 @@ class Store:
     def read_rows(self, start: int, stop: int, name: str = "activations") -> np.ndarray:
         arr = self.acts if name == "activations" else ts.open(_array_spec(self.location, name)).result()
         return arr[start:stop].read().result()
-
-    def estimate_scales(self, max_rows: int = 65536, seed: int = 0) -> np.ndarray:
-        """Per-checkpoint input scale `s_c = sqrt(D) / E||a_c||` [C] (float64), from whole chunks
-        picked at random until `max_rows` rows are read."""
-        order = np.random.default_rng(seed).permutation(self.n_chunks)
-        sums, rows = np.zeros(self.n_checkpoints), 0
-        for i in order:
-            (chunk,) = self.read_chunks([int(i)])
-            norms = np.linalg.norm(chunk.astype(np.float64), axis=-1)
-            if not np.all(np.isfinite(norms)):
-                bad = int(np.argwhere(~np.isfinite(norms))[0, 0]) + self.chunk_rows(int(i))[0]
-                raise StoreError(f"{self.path}: non-finite activations in chunk {int(i)} (row {bad}); "
-                                 "re-harvest that checkpoint or drop the rows")
-            sums += norms.sum(axis=0)
-            rows += norms.shape[0]
-            if rows >= max_rows:
-                break
-        mean_norm = sums / rows
-        if np.any(mean_norm <= 0):
-            raise StoreError(f"{self.path}: checkpoint(s) {np.flatnonzero(mean_norm <= 0).tolist()} have "
-                             "all-zero activations; check the harvest")
-        return np.sqrt(self.d_model) / mean_norm
