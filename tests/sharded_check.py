@@ -49,13 +49,16 @@ def run(activation, mesh_shape, steps=20, sparse=True):
 def main():
     assert len(jax.devices()) == 8, jax.devices()
     out = {}
-    for activation in sys.argv[1:]:
+    for arg in sys.argv[1:]:  # "batchtopk" (every mesh) or "l1@2x2x2" (only the meshes named)
+        activation, _, only = arg.partition("@")
         ref_p, ref_s, ref_d, _, full = run(activation, (1, 1, 1, True), sparse=False)
         for shape in MESHES:
+            name = "x".join(map(str, shape[:3])) + ("" if shape[3] else " no-zero")
+            if only and name not in only.split(","):
+                continue
             p, s, d, placed, per_device = run(activation, shape)
             rel = max(float(np.linalg.norm(p[k] - ref_p[k]) / max(np.linalg.norm(ref_p[k]), 1e-30)) for k in p)
             rel_state = max([abs(float(s[k]) - float(ref_s[k])) / max(abs(float(ref_s[k])), 1e-30) for k in s] or [0.0])
-            name = "x".join(map(str, shape[:3])) + ("" if shape[3] else " no-zero")
             out[f"{activation} {name}"] = {"params": rel, "state": rel_state, "dead_equal": bool(np.array_equal(d, ref_d)),
                                            "specs": placed, "W_enc_share": per_device / full}
     print("RESULT " + json.dumps(out))

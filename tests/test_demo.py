@@ -14,7 +14,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
            "--config.n_snapshots=4",
            "--config.harvest.n_contexts=256", "--config.harvest.chunk_contexts=64",
            "--config.train.steps=60", "--config.train.batch_size=256", "--config.train.dict_size=128",
-           "--config.attribute.validate_top=5", "--config.attribute.limit=16",
+           "--config.attribute.validate_top=3", "--config.attribute.limit=12", "--config.attribute.steps=3",
            "--config.eval_contexts=16"]
     first = subprocess.run(cmd, env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -39,7 +39,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     ckpt = [str(work / "pretrain" / "checkpoints" / n) for n in chosen]
     for args in (["launch.evaluate", f"--config.workdir={cc_dir}", "--config.n_contexts=8", "--config.progress=False"],
                  ["launch.attribute", f"--config.workdir={cc_dir}", f"--config.tasks={tasks_glob}",
-                  "--config.limit=8", f"--config.out={tmp_path / 'attr'}", "--config.progress=False"],
+                  "--config.limit=8", "--config.steps=2", f"--config.out={tmp_path / 'attr'}", "--config.progress=False"],
                  ["launch.curves", f"--config.checkpoints={','.join(ckpt)}", f"--config.tasks={tasks_glob}",
                   f"--config.out={tmp_path / 'curves.json'}"]):
         r = subprocess.run([sys.executable, "-m", *args], env=subprocess_env(), cwd=ROOT, capture_output=True,
