@@ -5,9 +5,9 @@
 
 Harvests a store from the checkpoints (timed), then runs the training path of `launch.train`
 (`training.train.train`, the reader included) for `--steps` steps on the store and on
-`activations="live"` with the same fields, and prints steady tokens/s of each (from metrics.jsonl,
-after the first logging interval), and the share of the live step spent producing activations
-(1 - live / store). `--random` builds C GPT-NeoX checkpoints of a named shape with random weights
+`activations="live"` with the same fields (its shuffling window on the device, then on the host),
+and prints steady tokens/s of each (from metrics.jsonl, after the first logging interval), and the
+share of the live step spent producing activations (1 - live / store). `--random` builds C GPT-NeoX checkpoints of a named shape with random weights
 (transformers + torch, the test-time reference) over the synthetic grammar's vocabulary.
 """
 
@@ -85,11 +85,13 @@ def main() -> None:
         harvest(h)
         t_harvest = time.perf_counter() - t
         rates = {}
-        for source in ("store", "live"):
+        for source in ("store", "live", "live_host"):
             c = get_config()
             c.activations = str(root / "store") if source == "store" else "live"
-            for key in c.live:
-                c.live[key] = h[key]
+            for key in h:
+                if key in c.live:
+                    c.live[key] = h[key]
+            c.live.buffer = "host" if source == "live_host" else "device"
             c.workdir, c.dict_size, c.k, c.batch_size, c.steps = str(root / source), a.F, a.k, a.batch, a.steps
             c.log_every, c.save_every, c.progress = 5, 10**9, False
             train(c)
@@ -103,8 +105,9 @@ def main() -> None:
     print("|---|---|---|")
     print(f"| harvest into a bf16 store | {n_tok / t_harvest:,.0f} | {n_tok:,} tokens in {t_harvest:.1f} s |")
     print(f"| train on the store | {rates['store']:,.0f} | reader + step |")
-    print(f"| train on live activations | {rates['live']:,.0f} | forward passes + step; producing activations "
-          f"{1 - rates['live'] / rates['store']:.0%} of the step |")
+    for source, where in (("live", "device"), ("live_host", "host")):
+        print(f"| train on live activations, window on the {where} | {rates[source]:,.0f} | forward passes + step; "
+              f"producing activations {1 - rates[source] / rates['store']:.0%} of the step |")
 
 
 if __name__ == "__main__":

@@ -65,14 +65,12 @@ def _tokenizer_fingerprint(tok) -> str:
     return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()
 
 
-def load_checkpoints(ckpts, dtype) -> tuple[list[models.LM], Any]:
-    """Loads every checkpoint and one tokenizer; refuses checkpoints that disagree on hidden size,
-    layer count or tokenizer before any activation is computed."""
-    lms, toks = [], []
-    for name, source, revision in ckpts:
-        lms.append(models.load(source, revision=revision, dtype=dtype))
-        toks.append(models.load_tokenizer(source, revision=revision))
-    dims = {n: (lm.config.d_model, lm.config.n_layers) for (n, _, _), lm in zip(ckpts, lms)}
+def check_checkpoints(ckpts) -> tuple[list[Any], Any]:
+    """The checkpoints' configs and one tokenizer, without reading any weights; refuses checkpoints
+    that disagree on hidden size, layer count or tokenizer before any activation is computed."""
+    cfgs = [models.load_config(source, revision=revision) for _, source, revision in ckpts]
+    toks = [models.load_tokenizer(source, revision=revision) for _, source, revision in ckpts]
+    dims = {n: (cfg.d_model, cfg.n_layers) for (n, _, _), cfg in zip(ckpts, cfgs)}
     if len(set(dims.values())) > 1:
         raise HarvestError(f"checkpoints disagree on (hidden size, layers): {dims}; a crosscoder needs one shape")
     prints = {n: _tokenizer_fingerprint(t) for (n, _, _), t in zip(ckpts, toks)}
@@ -82,7 +80,13 @@ def load_checkpoints(ckpts, dtype) -> tuple[list[models.LM], Any]:
             groups.setdefault(p[:12], []).append(n)
         raise HarvestError(f"checkpoints have different tokenizers (vocabulary hash: names) {groups}; "
                            "they must share one so the same tokens reach every checkpoint")
-    return lms, toks[0]
+    return cfgs, toks[0]
+
+
+def load_checkpoints(ckpts, dtype) -> tuple[list[models.LM], Any]:
+    """Every checkpoint's weights and one tokenizer, after `check_checkpoints`."""
+    _, tok = check_checkpoints(ckpts)
+    return [models.load(source, revision=revision, dtype=dtype) for _, source, revision in ckpts], tok
 
 
 def _identity(config, ckpts, contexts: np.ndarray, n_tokens: int, chunk_rows: int) -> dict[str, Any]:
@@ -125,9 +129,15 @@ def make_residual_fn(mesh, layer: int):
     return run
 
 
-def chunk_activations(lms, residual, ctx_NT: np.ndarray, drop: int, batch_size: int) -> np.ndarray:
+def chunk_activations(lms, residual, ctx_NT: np.ndarray, drop: int, batch_size: int,
+                      on_device: bool = False) -> np.ndarray | jax.Array:
     """Every checkpoint's residual on the contexts ctx [N, T], `batch_size` contexts a forward pass,
-    the first `drop` positions dropped: float32 [N, T - drop, C, D] (C = len(lms))."""
+    the first `drop` positions dropped: float32 [N, T - drop, C, D] (C = len(lms)), in host memory,
+    or left on the devices that ran the forward passes (`on_device`)."""
+    if on_device:
+        per_ckpt = [jnp.concatenate([residual(lm, jnp.asarray(ctx_NT[b:b + batch_size]))[:, drop:]
+                                     for b in range(0, len(ctx_NT), batch_size)]) for lm in lms]
+        return jnp.stack(per_ckpt, axis=2).astype(jnp.float32)
     acts = None
     for c, lm in enumerate(lms):
         for b in range(0, len(ctx_NT), batch_size):

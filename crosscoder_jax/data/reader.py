@@ -7,6 +7,9 @@ of them at a time (whole chunks, concurrently), shuffles their rows together, an
 of B / S rows. A process reads only the shards it owns (`shards`), so every host reads its own
 part of the data; one process that owns all shards sees exactly the same global batch as S hosts.
 Random single-row reads from zarr are slow; whole chunks into a mixing window are not.
+The window lives wherever the store's chunks are: numpy arrays in host memory, or jax arrays on the
+devices (`live.LiveStore` with `buffer="device"`), which are mixed and cut there with the same
+permutations, so both give the same batches.
 """
 
 from __future__ import annotations
@@ -15,15 +18,18 @@ import queue
 import threading
 from typing import Iterator, NamedTuple, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from crosscoder_jax.data.store import Store, StoreError
 
 
 class Batch(NamedTuple):
-    """A process-local batch: activations [B_local, C, D] (stored dtype), and the chunk of each row."""
+    """A process-local batch: activations [B_local, C, D] (stored dtype; numpy, or a jax array when
+    the store's chunks are on the devices), and the chunk of each row."""
 
-    acts_BCD: np.ndarray
+    acts_BCD: np.ndarray | jax.Array
     chunk_B: np.ndarray
     index: int
 
@@ -34,6 +40,13 @@ class NonFiniteActivations(StoreError):
 
 def _rng(*keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(k) for k in keys]))
+
+
+def _concat(parts: list) -> np.ndarray | jax.Array:
+    """Rows of host or device arrays joined where they are."""
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if isinstance(parts[0], np.ndarray) else jnp.concatenate(parts)
 
 
 class StoreReader:
@@ -91,7 +104,7 @@ class StoreReader:
                 offset += rows
                 continue
             chunks = self.store.read_chunks(ids, self.columns)
-            acts = np.concatenate(chunks)
+            acts = _concat(chunks)
             chunk_of_row = np.concatenate([np.full(len(c), i, np.int32) for c, i in zip(chunks, ids)])
             order = _rng(self.seed, shard, n, 1).permutation(rows)
             skip = max(0, start_row - offset)
@@ -108,7 +121,7 @@ class StoreReader:
             have += len(acts)
             if have < self.sub_batch:
                 continue
-            a, c = np.concatenate(pending_a), np.concatenate(pending_c)
+            a, c = _concat(pending_a), np.concatenate(pending_c)
             cut = (have // self.sub_batch) * self.sub_batch
             for i in range(0, cut, self.sub_batch):
                 yield a[i:i + self.sub_batch], c[i:i + self.sub_batch]
@@ -119,7 +132,7 @@ class StoreReader:
         index = start
         while True:
             parts = [next(s) for s in streams]
-            acts = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
+            acts = _concat([p[0] for p in parts])
             chunk = parts[0][1] if len(parts) == 1 else np.concatenate([p[1] for p in parts])
             if self.check_finite:
                 self._check(acts, chunk, index)
@@ -127,7 +140,8 @@ class StoreReader:
             index += 1
 
     def _check(self, acts: np.ndarray, chunk: np.ndarray, index: int) -> None:
-        finite_B = np.isfinite(acts.reshape(len(acts), -1)).all(axis=1)
+        xp = np if isinstance(acts, np.ndarray) else jnp
+        finite_B = np.asarray(xp.isfinite(acts.reshape(len(acts), -1)).all(axis=1))
         if not finite_B.all():
             bad = np.flatnonzero(~finite_B)
             chunks = sorted({int(c) for c in chunk[bad]})

@@ -198,14 +198,15 @@ class RowChunks:
         start = i * self.chunk_size
         return start, min(start + self.chunk_size, self.n_tokens)
 
-    def estimate_scales(self, max_rows: int = 65536, seed: int = 0) -> np.ndarray:
-        """Per-checkpoint input scale `s_c = sqrt(D) / E||a_c||` [C] (float64), from whole chunks
-        picked at random until `max_rows` rows are read."""
+    def estimate_scales(self, max_rows: int = 65536, seed: int = 0, columns: slice = slice(None)) -> np.ndarray:
+        """Per-checkpoint input scale `s_c = sqrt(D) / E||a_c||` [C'] (float64) of the checkpoints in
+        `columns` (default all), from whole chunks picked at random until `max_rows` rows are read
+        (each checkpoint's value does not depend on which others are read with it)."""
         order = np.random.default_rng(seed).permutation(self.n_chunks)
-        sums, rows = np.zeros(self.n_checkpoints), 0
+        sums, rows = np.zeros(len(range(self.n_checkpoints)[columns])), 0
         for i in order:
-            (chunk,) = self.read_chunks([int(i)])
-            norms = np.linalg.norm(chunk.astype(np.float64), axis=-1)
+            (chunk,) = self.read_chunks([int(i)], columns)
+            norms = np.linalg.norm(np.asarray(chunk).astype(np.float64), axis=-1)
             if not np.all(np.isfinite(norms)):
                 bad = int(np.argwhere(~np.isfinite(norms))[0, 0]) + self.chunk_rows(int(i))[0]
                 raise StoreError(f"{self.path}: non-finite activations in chunk {int(i)} (row {bad}); "
@@ -216,7 +217,8 @@ class RowChunks:
                 break
         mean_norm = sums / rows
         if np.any(mean_norm <= 0):
-            raise StoreError(f"{self.path}: checkpoint(s) {np.flatnonzero(mean_norm <= 0).tolist()} have "
+            zero = [range(self.n_checkpoints)[columns][j] for j in np.flatnonzero(mean_norm <= 0)]
+            raise StoreError(f"{self.path}: checkpoint(s) {zero} have "
                              "all-zero activations; check the harvest")
         return np.sqrt(self.d_model) / mean_norm
 

@@ -176,15 +176,23 @@ def read_config(directory: Path) -> dict[str, Any]:
 # Public entry points
 # --------------------------------------------------------------------------------------------
 
-def load(source: str | os.PathLike, revision: str | None = None, dtype=jnp.float32) -> LM:
-    """An LM from a local checkpoint directory or a cached hub id at `revision` (offline)."""
-    directory = resolve(source, revision)
+def _family_config(directory: Path) -> tuple[str, Any]:
     hf_cfg = read_config(directory)
     family = hf_cfg.get("model_type")
     if family is None:
         raise CheckpointError(f"{directory / 'config.json'} has no model_type")
-    fam = family_module(family)
-    cfg = fam.config_from_hf(hf_cfg)
+    return family, family_module(family).config_from_hf(hf_cfg)
+
+
+def load_config(source: str | os.PathLike, revision: str | None = None) -> Any:
+    """The family Config (`n_layers`, `d_model`, ...) of a checkpoint, without reading its weights."""
+    return _family_config(resolve(source, revision))[1]
+
+
+def load(source: str | os.PathLike, revision: str | None = None, dtype=jnp.float32) -> LM:
+    """An LM from a local checkpoint directory or a cached hub id at `revision` (offline)."""
+    directory = resolve(source, revision)
+    family, cfg = _family_config(directory)
     sd = read_state_dict(directory)
     return LM(params=params_from_state_dict(family, cfg, sd, dtype), family=family, config=cfg)
 

@@ -24,6 +24,14 @@ def data_mesh() -> Mesh:
     return _DATA_MESH[0]
 
 
+def local_data_mesh() -> Mesh:
+    """A one-axis ("data") mesh over this process's devices only: programs on it run without the
+    other processes (each process computes its own live activations)."""
+    if jax.process_count() == 1:
+        return data_mesh()
+    return Mesh(np.asarray(jax.local_devices()), (DATA,))
+
+
 def shard_leading(x, mesh: Mesh | None = None):
     """Places an array with a leading batch axis split over the mesh's data axis (replicated when
     the batch does not divide); the jitted programs that take it then run batch-parallel."""

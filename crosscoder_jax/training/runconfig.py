@@ -23,7 +23,7 @@ from crosscoder_jax.runtime import matmul_choice
 # May differ between the run in a workdir and the command that resumes it.
 RUN_CONTROL = {"log_every", "save_every", "max_to_keep", "progress", "resume_anyway", "stop_after", "reader.prefetch",
                "distributed.coordinator", "distributed.num_processes", "distributed.process_id",
-               "mesh.data", "mesh.model", "mesh.snapshot", "mesh.latent", "mesh.zero", "sparse_decode"}
+               "mesh.data", "mesh.snapshot", "mesh.latent", "mesh.zero", "sparse_decode", "live.buffer"}
 
 
 class ConfigMismatch(ValueError):
@@ -96,11 +96,14 @@ def save(workdir: Path, config) -> None:
     os.replace(tmp, workdir / "config.json")
 
 
-def scales_for(store: Store, config) -> np.ndarray:
-    """Per-checkpoint input scales [C]: ones if normalisation is off, the store's recorded scales,
-    or an estimate from the store."""
+def scales_for(store: Store, config, columns: slice = slice(None)) -> np.ndarray:
+    """Per-checkpoint input scales [C] (float64): ones if normalisation is off, the store's recorded
+    scales, or an estimate from the store of the checkpoints in `columns` (this process's; the other
+    entries are 0, for `train` to fill from the processes that own them)."""
     if not config.normalize:
         return np.ones(store.n_checkpoints)
     if store.meta.get("scales"):
         return np.asarray(store.meta["scales"], np.float64)
-    return store.estimate_scales(seed=config.seed)
+    scales = np.zeros(store.n_checkpoints)
+    scales[columns] = store.estimate_scales(seed=config.seed, columns=columns)
+    return scales

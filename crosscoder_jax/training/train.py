@@ -159,6 +159,16 @@ def _host(tree):
     return jax.device_get(tree)
 
 
+def _all_columns(scales_C: np.ndarray) -> np.ndarray:
+    """Every process's estimated scales joined: each filled only its own checkpoints (the others 0),
+    and processes sharing a checkpoint computed the same value. Exchanged as bits, since float64
+    would pass through float32 arrays."""
+    if jax.process_count() == 1:
+        return scales_C
+    bits = _host(np.ascontiguousarray(scales_C, np.float64).view(np.uint32)[None])
+    return np.asarray(bits).view(np.float64).max(axis=0)
+
+
 def estimate_threshold(state: TrainState, spec: Spec, batches) -> float:
     """The batchtopk inference threshold for a run that ended before `threshold_start_step`: the mean
     over `batches` (global [B, C, D] arrays) of the smallest score the batch top-k keeps, the
@@ -195,7 +205,7 @@ def train(config) -> dict[str, Any]:
     if not config.reader.shards:  # recorded, since the data stream depends on it
         config.reader.shards = config.batch_size // (block[0].stop - block[0].start)
     write_config = runconfig.check(workdir, config)
-    scales = runconfig.scales_for(store, config)
+    scales = _all_columns(runconfig.scales_for(store, config, block[1]))
     spec, key, abstract, shardings, init_fn, step_fn = build(
         config, store.n_checkpoints, store.d_model, scales, mesh)
     with WorkdirLock(workdir, take=jax.process_index() == 0):
@@ -239,7 +249,9 @@ def _run(config, workdir, store, mesh, batch_shape, block, write_config, spec, k
                    "devices": jax.device_count(), "mesh": dict(mesh.shape), "matmul_dtype": spec.matmul_dtype,
                    "matmul_dtype_why": matmul_choice.choose(config.matmul_dtype)[1],
                    "step_path": "sparse top-k" if sparse_step.applies(spec) else "dense autodiff",
-                   "block": {"rows": [block[0].start, block[0].stop], "checkpoints": [block[1].start, block[1].stop]}})
+                   "block": {"rows": [block[0].start, block[0].stop], "checkpoints": [block[1].start, block[1].stop]},
+                   **({"live": {"buffer": "device" if store.on_device else "host", "weights_read": store.loaded}}
+                      if isinstance(store, LiveStore) else {})})
     reader = _reader(store, config, block, int(state.data_position))
     bar = progress(config.steps, initial=start, desc="train", unit="step",
                    disable=jax.process_index() != 0 or not config.progress)

@@ -104,3 +104,30 @@ def test_missing_object_is_named(s3):
     ts.KvStore.open(Location(url).kvstore("activations")).result().delete_range(ts.KvStore.KeyRange("c/1/", "c/10")).result()
     with pytest.raises(StoreDamaged, match=r"s3://crosscoder-test/damaged: chunk\(s\) 1 "):
         Store(url)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split", ["rows", "snapshots"])
+def test_two_processes_read_their_parts_of_an_s3_store(s3, tmp_path, split):
+    """Two processes on localhost train from the store on the S3 server, each reading its reader
+    shard (rows) or its checkpoints' columns (snapshots), and equal one process on the local copy."""
+    from process_fixtures import assert_same_export, run_pair, train_args as args
+    from configs.harvest import get_config
+    from crosscoder_jax.data.harvest import harvest
+
+    series = [tiny_gpt_neox(tmp_path / f"step{i}", seed=i) for i in range(2)]
+    url = f"s3://{BUCKET}/runs/{split}"
+    for out in (str(tmp_path / "local"), url):
+        c = get_config()
+        c.model, c.checkpoints, c.layer, c.out = "tiny", ",".join(str(p) for p in series), 1, out
+        c.n_contexts, c.context_len, c.chunk_contexts, c.batch_size, c.progress = 48, 16, 4, 4, False
+        harvest(c)
+    extra = (["--config.reader.shards=1", "--config.mesh.data=1", "--config.mesh.snapshot=2"]
+             if split == "snapshots" else [])
+    single = subprocess.run(args(tmp_path / "local", tmp_path / "one") + extra[:1], env=subprocess_env(), cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    start = run_pair(args(url, tmp_path / "two") + extra, tmp_path, "two")
+    assert start["block"] == ({"rows": [0, 64], "checkpoints": [0, 1]} if split == "snapshots"
+                              else {"rows": [0, 32], "checkpoints": [0, 2]})
+    assert_same_export(tmp_path / "one", tmp_path / "two")

@@ -1,6 +1,7 @@
 """A training run killed with SIGKILL at arbitrary moments and resumed ends with the parameters of a
-run that was never interrupted: on one device, and sharded over a 2 x 2 x 2 (data x snapshot x
-latent) mesh of fake CPU devices with ZeRO-split parameters and optimizer state."""
+run that was never interrupted: on one device, sharded over a 2 x 2 x 2 (data x snapshot x latent)
+mesh of fake CPU devices with ZeRO-split parameters and optimizer state, and on live activations
+(the checkpoints' forward passes run during training, the shuffling window on the device)."""
 
 import json
 import signal
@@ -13,10 +14,12 @@ import pytest
 from safetensors.numpy import load_file
 
 from conftest import ROOT, subprocess_env
+from process_fixtures import live_args
 
 ONE_DEVICE = dict(steps=600, kills=(60, 260), extra=(), devices=0)
 SHARDED = dict(steps=200, kills=(40, 120), devices=8,
                extra=("--config.mesh.data=2", "--config.mesh.snapshot=2", "--config.mesh.latent=2"))
+LIVE = dict(steps=60, kills=(35,), extra=(), devices=0, live=True)  # killed between saves 25 and 50
 
 
 def cmd(store, workdir, steps, extra):
@@ -35,13 +38,17 @@ def logged_steps(workdir):
     return max([json.loads(l)["step"] for l in path.read_text().splitlines() if l.strip()] or [0])
 
 
-@pytest.mark.parametrize("case", [pytest.param(ONE_DEVICE, marks=pytest.mark.slow), SHARDED],
-                         ids=["one-device", "sharded-2x2x2"])  # the sharded case covers the one-device path too
+@pytest.mark.parametrize("case", [pytest.param(ONE_DEVICE, marks=pytest.mark.slow), SHARDED, LIVE],
+                         ids=["one-device", "sharded-2x2x2", "live"])  # the sharded case covers the one-device path too
 def test_sigkill_and_resume_matches_uninterrupted(case, planted_setup, planted_setup_c4, tmp_path):
     store, _ = planted_setup_c4 if case["devices"] else planted_setup
+    extra = case["extra"]
+    if case.get("live"):
+        store, *flags = live_args(tmp_path)
+        extra = (*extra, *flags)
     env = subprocess_env(**({"XLA_FLAGS": f"--xla_force_host_platform_device_count={case['devices']}"}
                             if case["devices"] else {}))
-    run = lambda work: cmd(store, work, case["steps"], case["extra"])  # noqa: E731
+    run = lambda work: cmd(store, work, case["steps"], extra)  # noqa: E731
     ref = subprocess.run(run(tmp_path / "ref"), env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr[-3000:]
     work = tmp_path / "killed"

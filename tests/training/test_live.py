@@ -1,6 +1,9 @@
 """Live activations (issue 15, item 2): a run that computes the checkpoints' activations during
-training equals a run on the store harvested with the same fields, and resumes from its position."""
+training equals a run on the store harvested with the same fields, and resumes from its position;
+the shuffling window on the device and on the host give the same parameters, bit for bit; a process
+reads only the weights of the checkpoints whose columns it is asked for."""
 
+import jax
 import numpy as np
 from safetensors.numpy import load_file
 
@@ -25,21 +28,29 @@ def test_live_run_equals_store_run_and_resumes(tmp_path):
     live = LiveStore(_fields(series))
     on_disk = Store(store)
     assert live.n_chunks == on_disk.n_chunks and live.meta["checkpoints"] == on_disk.meta["checkpoints"]
-    np.testing.assert_array_equal(live.read_chunks([3], slice(1, 2))[0], on_disk.read_chunks([3], slice(1, 2))[0])
+    assert live.loaded == []  # configs and tokenizers checked, no weights read yet
+    (chunk,) = live.read_chunks([3], slice(1, 2))
+    assert live.loaded == [1] and isinstance(chunk, jax.Array)  # only that column's model; on the device
+    np.testing.assert_array_equal(np.asarray(chunk), on_disk.read_chunks([3], slice(1, 2))[0])
+    scales = on_disk.estimate_scales()
+    np.testing.assert_allclose(live.estimate_scales(columns=slice(1, 2)), scales[1:], rtol=1e-12)
 
     def cfg(activations, workdir, **kw):
         c = small_config(activations, tmp_path / workdir, steps=10, batch_size=48, dict_size=64, **kw)
         f = _fields(series)
-        for key in c.live:
-            c.live[key] = f[key]
+        for key in f:
+            if key in c.live:
+                c.live[key] = f[key]
         return c
 
-    train_store = cfg(str(store), "from_store")
     from crosscoder_jax.training.train import train
-    train(train_store)
+    train(cfg(str(store), "from_store"))
     train(cfg("live", "live", stop_after=5, save_every=5))
     train(cfg("live", "live", save_every=5))
+    train(cfg("live", "live_host", **{"live.buffer": "host"}))
     a = load_file(str(tmp_path / "from_store" / "crosscoder.safetensors"))
     b = load_file(str(tmp_path / "live" / "crosscoder.safetensors"))
+    h = load_file(str(tmp_path / "live_host" / "crosscoder.safetensors"))
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6, err_msg=k)
+        np.testing.assert_array_equal(h[k], b[k], err_msg=k)

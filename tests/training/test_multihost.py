@@ -1,54 +1,14 @@
 """Multi-host: two processes on localhost (jax.distributed over gloo, CPU) train the same crosscoder as
 one process: splitting the rows (each reads its reader shard) or the snapshots (each reads its own
-checkpoints' columns of the store)."""
+checkpoints' columns of the store, or computing only its checkpoints' live activations)."""
 
 import json
-import socket
 import subprocess
-import sys
 
-import numpy as np
-from safetensors.numpy import load_file
+import pytest
 
 from conftest import ROOT, subprocess_env
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def args(store, workdir):
-    return [sys.executable, "-m", "launch.train", "--config=configs/crosscoder.py",
-            f"--config.activations={store}", f"--config.workdir={workdir}", "--config.dict_size=64",
-            "--config.k=4", "--config.batch_size=64", "--config.steps=12", "--config.lr=1e-3",
-            "--config.save_every=6", "--config.log_every=4", "--config.reader.shards=2", "--config.progress=False",
-            "--config.dead_tokens=256", "--config.threshold_start_step=4"]
-
-
-def run_pair(cmd, tmp_path, name):
-    env = subprocess_env()
-    port = free_port()
-    procs = [subprocess.Popen(cmd + [
-        f"--config.distributed.coordinator=127.0.0.1:{port}", "--config.distributed.num_processes=2",
-        f"--config.distributed.process_id={i}"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True) for i in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err[-3000:]
-    start = json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[0])
-    assert start["processes"] == 2 and start["devices"] == 2
-    return start
-
-
-def assert_same_export(a_dir, b_dir):
-    a = load_file(str(a_dir / "crosscoder.safetensors"))
-    b = load_file(str(b_dir / "crosscoder.safetensors"))
-    assert set(a) == set(b)
-    for k in a:
-        rel = np.linalg.norm(a[k] - b[k]) / max(np.linalg.norm(a[k]), 1e-30)
-        assert rel < 1e-5, (k, rel)
+from process_fixtures import assert_same_export, live_args, run_pair, train_args as args
 
 
 def test_two_processes_match_one(planted_setup, tmp_path):
@@ -71,4 +31,22 @@ def test_two_processes_owning_half_the_snapshots_match_one(planted_setup_c4, tmp
     start = run_pair(two, tmp_path, "two")
     assert start["mesh"] == {"data": 1, "snapshot": 2, "latent": 1}
     assert start["block"] == {"rows": [0, 64], "checkpoints": [0, 2]}  # process 0 reads only its 2 checkpoints
+    assert_same_export(tmp_path / "one", tmp_path / "two")
+
+
+@pytest.mark.slow
+def test_live_processes_owning_one_snapshot_each_match_one(tmp_path):
+    """Live activations split over a snapshot axis of 2: each process runs (and reads the weights of)
+    only its own checkpoint's forward passes, and the run equals one process running both."""
+    store, *flags = live_args(tmp_path)
+    base = args(store, tmp_path / "one") + ["--config.reader.shards=1", *flags]
+    single = subprocess.run(base, env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "metrics.jsonl").read_text().splitlines()[0])
+    assert one["live"] == {"buffer": "device", "weights_read": [0, 1]}
+    two = args(store, tmp_path / "two") + ["--config.reader.shards=1", "--config.mesh.data=1",
+                                           "--config.mesh.snapshot=2", *flags]
+    start = run_pair(two, tmp_path, "two")
+    assert start["block"] == {"rows": [0, 64], "checkpoints": [0, 1]}
+    assert start["live"] == {"buffer": "device", "weights_read": [0]}  # process 0 never read checkpoint 1
     assert_same_export(tmp_path / "one", tmp_path / "two")
