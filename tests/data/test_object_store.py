@@ -108,13 +108,14 @@ def test_missing_object_is_named(s3):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("split", ["rows", "snapshots"])
-def test_two_processes_read_their_parts_of_an_s3_store(s3, tmp_path, split):
+def test_two_processes_read_their_parts_of_an_s3_store(s3, tmp_path, split, monkeypatch):
     """Two processes on localhost train from the store on the S3 server, each reading its reader
     shard (rows) or its checkpoints' columns (snapshots), and equal one process on the local copy."""
     from process_fixtures import assert_same_export, run_pair, train_args as args
     from configs.harvest import get_config
     from crosscoder_jax.data.harvest import harvest
 
+    monkeypatch.chdir(tmp_path)  # the harvest log of a store on object storage is kept below the cwd
     series = [tiny_gpt_neox(tmp_path / f"step{i}", seed=i) for i in range(2)]
     url = f"s3://{BUCKET}/runs/{split}"
     for out in (str(tmp_path / "local"), url):
