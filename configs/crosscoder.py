@@ -12,7 +12,7 @@ def _live_fields() -> ml_collections.ConfigDict:
     from configs import harvest
 
     h = harvest.get_config()
-    for key in ("out", "scale_rows", "health_contexts", "progress"):  # a harvest's, not a source's
+    for key in ("out", "health_contexts", "progress"):  # a harvest's, not a source's
         del h[key]
     h.buffer = "device"  # the shuffling window: on the devices that ran the forward passes, or "host"
     return h

@@ -19,6 +19,7 @@ from crosscoder_jax import analysis, report
 from crosscoder_jax.analysis import evaluate
 from crosscoder_jax.crosscoder import load_crosscoder
 from crosscoder_jax.data import harvest, tasks
+from crosscoder_jax.data.live import LiveStore
 from crosscoder_jax.training import pretrain, train
 
 
@@ -65,8 +66,13 @@ def load_run(workdir: str | Path, model_dtype: str = "float32", store: str | Pat
     """A trained crosscoder and the checkpoints it was trained on: (models, tokenizer, store meta,
     crosscoder), from a training workdir (its config.json names the store unless `store` is given)."""
     workdir = Path(workdir)
-    store = store or json.loads((workdir / "config.json").read_text())["activations"]
-    lms, tok, meta = harvest.series_from_store(store, model_dtype)
+    run = json.loads((workdir / "config.json").read_text())
+    store = store or run["activations"]
+    if store == "live":  # trained on live activations: the checkpoints and tokens its config names
+        meta = LiveStore(ml_collections.ConfigDict(run["live"])).meta
+        lms, tok, meta = harvest.series_from_meta(meta, model_dtype, f"the live source of {workdir}")
+    else:
+        lms, tok, meta = harvest.series_from_store(store, model_dtype)
     return lms, tok, meta, load_crosscoder(workdir / "crosscoder.safetensors")
 
 

@@ -89,7 +89,9 @@ def load_checkpoints(ckpts, dtype) -> tuple[list[models.LM], Any]:
     return [models.load(source, revision=revision, dtype=dtype) for _, source, revision in ckpts], tok
 
 
-def _identity(config, ckpts, contexts: np.ndarray, n_tokens: int, chunk_rows: int) -> dict[str, Any]:
+def identity(config, ckpts, contexts: np.ndarray, n_tokens: int, chunk_rows: int) -> dict[str, Any]:
+    """What makes a store the store it is (model, layer, checkpoints and their sources, tokens, sizes):
+    store.json's fields, compared when a harvest resumes; a live source states the same."""
     return {"model": config.model, "layer": int(config.layer), "checkpoints": [n for n, _, _ in ckpts],
             "checkpoint_sources": [[s, r] for _, s, r in ckpts],
             "token_source": token_sources.describe(config.tokens),
@@ -102,7 +104,7 @@ def open_or_create(config, ckpts, contexts, d_model) -> StoreWriter:
     """The store's writer: a new store, or the existing one if it was made by the same harvest."""
     T = contexts.shape[1] - int(config.drop_bos)
     n_tokens, chunk_rows = contexts.shape[0] * T, config.chunk_contexts * T
-    ident = _identity(config, ckpts, contexts, n_tokens, min(chunk_rows, n_tokens))
+    ident = identity(config, ckpts, contexts, n_tokens, min(chunk_rows, n_tokens))
     out = Location(config.out)
     if out.exists("store.json"):
         meta = read_meta(out)
@@ -226,12 +228,17 @@ def _log_path(out: Location) -> Path:
     return Path("harvest_logs") / out.url.split("://", 1)[1] / "harvest_log.jsonl"
 
 
-def series_from_store(store_path: str | Path, model_dtype: str = "float32") -> tuple[list[models.LM], Any, dict]:
-    """The checkpoints a harvested store was made from, loaded again: (models, tokenizer, store meta)."""
-    meta = read_meta(store_path)
+def series_from_meta(meta: dict, model_dtype: str = "float32", where: str = "the store"
+                     ) -> tuple[list[models.LM], Any, dict]:
+    """The checkpoints named by a store's (or a live source's) metadata, loaded: (models, tokenizer, meta)."""
     if "checkpoint_sources" not in meta:
-        raise HarvestError(f"{store_path} does not say which checkpoints made it (no checkpoint_sources): "
+        raise HarvestError(f"{where} does not say which checkpoints made it (no checkpoint_sources): "
                            "evaluation and attribution need a store written by launch.harvest")
     ckpts = [(n, s, r) for n, (s, r) in zip(meta["checkpoints"], meta["checkpoint_sources"])]
     lms, tok = load_checkpoints(ckpts, {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[model_dtype])
     return lms, tok, meta
+
+
+def series_from_store(store_path: str | Path, model_dtype: str = "float32") -> tuple[list[models.LM], Any, dict]:
+    """The checkpoints a harvested store was made from, loaded again: (models, tokenizer, store meta)."""
+    return series_from_meta(read_meta(store_path), model_dtype, str(store_path))

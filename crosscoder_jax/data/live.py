@@ -62,9 +62,10 @@ class LiveStore(RowChunks):
         self.chunk_size = min(config.chunk_contexts * self.T, n_tokens)
         self.n_chunks = math.ceil(n_tokens / self.chunk_size)
         names = [n for n, _, _ in self._ckpts]
-        self.meta = {"format": "live", "checkpoints": names, "d_model": D, "n_tokens": n_tokens,
-                     "dtype": config.dtype, "model": config.model, "layer": int(config.layer),
-                     "chunk_size": self.chunk_size, "scales": None}
+        # a store harvested with these fields would carry the same, so evaluation and attribution
+        # of a live run find its checkpoints, layer and held-out tokens where they look for a store's
+        self.meta = {**harvest.identity(config, self._ckpts, self.contexts, n_tokens, self.chunk_size),
+                     "format": "live", "d_model": D, "scales": None}
         self.path = f"live activations of {config.model} ({', '.join(names)}) at layer {config.layer}"
         self.on_device = config.get("buffer", "device") == "device"
         self._dtype = _DTYPES[config.dtype]

@@ -33,6 +33,8 @@ import numpy as np
 
 from crosscoder_jax import crosscoder as cc_mod
 from crosscoder_jax.analysis import labels as labels_mod, timeline
+from crosscoder_jax.data import harvest
+from crosscoder_jax.data.location import Location
 from crosscoder_jax.data.store import Store
 from crosscoder_jax.report import render, trajectory
 from crosscoder_jax.synthetic import vocab
@@ -47,9 +49,10 @@ def _json(path: Path | None) -> Any:
     return json.loads(path.read_text()) if path is not None and path.is_file() else None
 
 
-def resolve_paths(demo_dir=None, pretrain=None, store=None, crosscoder=None, attribution=None) -> dict[str, Path | None]:
+def resolve_paths(demo_dir=None, pretrain=None, store=None, crosscoder=None, attribution=None
+                  ) -> dict[str, Path | str | None]:
     """Explicit paths win; then the demo layout; then what the run's own files record."""
-    p = {k: Path(v) if v else None for k, v in
+    p = {k: Location(v).path if v else None for k, v in  # a store may be an object-storage URL
          dict(pretrain=pretrain, store=store, crosscoder=crosscoder, attribution=attribution).items()}
     if demo_dir is not None:
         d = Path(demo_dir)
@@ -60,14 +63,21 @@ def resolve_paths(demo_dir=None, pretrain=None, store=None, crosscoder=None, att
             cands = [d / "crosscoder" / "attribution", d / "attribution"]
             p["attribution"] = next((c for c in cands if c.is_dir() and any(c.glob("*.csv"))), cands[0])
     cc = p["crosscoder"]
+    sources: list = []  # the checkpoints' [source, revision]: a store's record, or a live run's config
     if p["store"] is None and cc is not None and (cc / "config.json").is_file():
-        act = json.loads((cc / "config.json").read_text()).get("activations")
-        p["store"] = Path(act) if act else None
+        run = json.loads((cc / "config.json").read_text())
+        act = run.get("activations")
+        p["store"] = Location(act).path if act and act != "live" else None  # a live run has no store
+        if act == "live":
+            sources = [[s, r] for _, s, r in harvest.parse_checkpoints(run["live"]["checkpoints"],
+                                                                       run["live"]["model"])]
     if p["attribution"] is None and cc is not None:
         p["attribution"] = cc / "attribution"
     st = p["store"]
-    if p["pretrain"] is None and st is not None and (st / "store.json").is_file():
-        for src in json.loads((st / "store.json").read_text()).get("checkpoint_sources") or []:
+    meta = Location(st).read_text("store.json") if st is not None else None
+    sources = (json.loads(meta).get("checkpoint_sources") or []) if meta is not None else sources
+    if p["pretrain"] is None:
+        for src in sources:
             cand = Path(src[0]).parent.parent
             if (cand / "task_curves.json").is_file():
                 p["pretrain"] = cand
@@ -109,7 +119,7 @@ def load_run(paths: dict[str, Path | None]) -> dict[str, Any]:
     if cc_dir is not None and (cc_dir / "crosscoder.safetensors").is_file():
         run["cc"] = cc_mod.load_crosscoder(cc_dir / "crosscoder.safetensors")
     run["store"] = None
-    if st is not None and (st / "store.json").is_file():
+    if st is not None and Location(st).exists("store.json"):
         run["store"] = Store(st)
     run["attribution"] = load_attribution(paths["attribution"])
     names = None

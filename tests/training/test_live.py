@@ -54,3 +54,19 @@ def test_live_run_equals_store_run_and_resumes(tmp_path):
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6, err_msg=k)
         np.testing.assert_array_equal(h[k], b[k], err_msg=k)
+
+    # evaluation finds a live run's checkpoints, layer and held-out tokens as it finds a store's
+    from crosscoder_jax.analysis import evaluate
+    from crosscoder_jax.pipeline import load_run
+    lms, tok, meta, cc = load_run(tmp_path / "live")
+    _, _, store_meta, _ = load_run(tmp_path / "from_store")
+    assert len(lms) == 2 and meta["format"] == "live"
+    for key in ("checkpoints", "checkpoint_sources", "layer", "drop_bos", "tokens_sha256", "n_tokens", "context_len"):
+        assert meta[key] == store_meta[key], key
+    held_out = evaluate.heldout_contexts(meta, tok, 4)
+    np.testing.assert_array_equal(held_out, evaluate.heldout_contexts(store_meta, tok, 4))
+    result = evaluate.evaluate(lms, meta["checkpoints"], cc, held_out, meta["layer"], meta["drop_bos"], 4, False)
+    assert set(result["checkpoints"]) == set(meta["checkpoints"])
+    from crosscoder_jax.report.build import resolve_paths
+    assert resolve_paths(crosscoder=tmp_path / "live")["store"] is None  # the report knows there is none
+    assert str(resolve_paths(crosscoder=tmp_path / "from_store")["store"]) == str(store)
