@@ -35,18 +35,22 @@ def test_two_processes_owning_half_the_snapshots_match_one(planted_setup_c4, tmp
 
 
 @pytest.mark.slow
-def test_live_processes_owning_one_snapshot_each_match_one(tmp_path):
-    """Live activations split over a snapshot axis of 2: each process runs (and reads the weights of)
-    only its own checkpoint's forward passes, and the run equals one process running both."""
+@pytest.mark.parametrize("split", ["rows", "snapshots"])
+def test_live_processes_match_one(tmp_path, split):
+    """Live activations over two processes: each computes its own reader shard's chunks (rows) or
+    runs (and reads the weights of) only its own checkpoint (a snapshot axis of 2); equal to one
+    process running everything."""
     store, *flags = live_args(tmp_path)
-    base = args(store, tmp_path / "one") + ["--config.reader.shards=1", *flags]
-    single = subprocess.run(base, env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    one = args(store, tmp_path / "one") + flags + (["--config.reader.shards=1"] if split == "snapshots" else [])
+    single = subprocess.run(one, env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
-    one = json.loads((tmp_path / "one" / "metrics.jsonl").read_text().splitlines()[0])
-    assert one["live"] == {"buffer": "device", "weights_read": [0, 1]}
-    two = args(store, tmp_path / "two") + ["--config.reader.shards=1", "--config.mesh.data=1",
-                                           "--config.mesh.snapshot=2", *flags]
-    start = run_pair(two, tmp_path, "two")
-    assert start["block"] == {"rows": [0, 64], "checkpoints": [0, 1]}
-    assert start["live"] == {"buffer": "device", "weights_read": [0]}  # process 0 never read checkpoint 1
+    first = json.loads((tmp_path / "one" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["live"] == {"buffer": "device", "weights_read": [0, 1]}
+    mesh = ["--config.reader.shards=1", "--config.mesh.data=1", "--config.mesh.snapshot=2"] if split == "snapshots" else []
+    start = run_pair(args(store, tmp_path / "two") + flags + mesh, tmp_path, "two")
+    if split == "snapshots":
+        assert start["block"] == {"rows": [0, 64], "checkpoints": [0, 1]}
+        assert start["live"] == {"buffer": "device", "weights_read": [0]}  # process 0 never read checkpoint 1
+    else:
+        assert start["block"] == {"rows": [0, 32], "checkpoints": [0, 2]}
     assert_same_export(tmp_path / "one", tmp_path / "two")
