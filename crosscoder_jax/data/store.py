@@ -14,6 +14,8 @@ Reading is in `reader.py`.
 
 from __future__ import annotations
 
+import abc
+
 import json
 import math
 import os
@@ -169,7 +171,7 @@ def create_store(path: str | os.PathLike | Location, *, checkpoints: Sequence[st
     return StoreWriter(path)
 
 
-class RowChunks:
+class RowChunks(abc.ABC):
     """What a reader needs of a source of activations cut into row chunks: `meta` (store.json's
     fields), `chunk_size`, `n_chunks`, `read_chunks(ids, columns)`; the shape, chunk bounds and the normalisation
     estimate follow from them (a `Store`, or `live.LiveStore` that computes its chunks)."""
@@ -179,8 +181,9 @@ class RowChunks:
     n_chunks: int
     path: Any
 
+    @abc.abstractmethod
     def read_chunks(self, ids: Sequence[int], columns: slice = slice(None)) -> list[np.ndarray]:
-        raise NotImplementedError
+        """The chunks `ids`, each [rows, C', D] for the checkpoints in `columns`, in the stored dtype."""
 
     @property
     def n_tokens(self) -> int:
