@@ -69,8 +69,8 @@ def load_run(workdir: str | Path, model_dtype: str = "float32", store: str | Pat
     run = json.loads((workdir / "config.json").read_text())
     store = store or run["activations"]
     if store == "live":  # trained on live activations: the checkpoints and tokens its config names
-        meta = LiveStore(ml_collections.ConfigDict(run["live"])).meta
-        lms, tok, meta = harvest.series_from_meta(meta, model_dtype, f"the live source of {workdir}")
+        live = LiveStore(ml_collections.ConfigDict({**run["live"], "model_dtype": model_dtype}))
+        lms, tok, meta = live.models(), live.tokenizer, live.meta
     else:
         lms, tok, meta = harvest.series_from_store(store, model_dtype)
     return lms, tok, meta, load_crosscoder(workdir / "crosscoder.safetensors")

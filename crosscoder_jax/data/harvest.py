@@ -228,17 +228,12 @@ def _log_path(out: Location) -> Path:
     return Path("harvest_logs") / out.url.split("://", 1)[1] / "harvest_log.jsonl"
 
 
-def series_from_meta(meta: dict, model_dtype: str = "float32", where: str = "the store"
-                     ) -> tuple[list[models.LM], Any, dict]:
-    """The checkpoints named by a store's (or a live source's) metadata, loaded: (models, tokenizer, meta)."""
+def series_from_store(store_path: str | Path, model_dtype: str = "float32") -> tuple[list[models.LM], Any, dict]:
+    """The checkpoints a harvested store was made from, loaded again: (models, tokenizer, store meta)."""
+    meta = read_meta(store_path)
     if "checkpoint_sources" not in meta:
-        raise HarvestError(f"{where} does not say which checkpoints made it (no checkpoint_sources): "
+        raise HarvestError(f"{store_path} does not say which checkpoints made it (no checkpoint_sources): "
                            "evaluation and attribution need a store written by launch.harvest")
     ckpts = [(n, s, r) for n, (s, r) in zip(meta["checkpoints"], meta["checkpoint_sources"])]
     lms, tok = load_checkpoints(ckpts, {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[model_dtype])
     return lms, tok, meta
-
-
-def series_from_store(store_path: str | Path, model_dtype: str = "float32") -> tuple[list[models.LM], Any, dict]:
-    """The checkpoints a harvested store was made from, loaded again: (models, tokenizer, store meta)."""
-    return series_from_meta(read_meta(store_path), model_dtype, str(store_path))

@@ -51,11 +51,11 @@ class LiveStore(RowChunks):
                                       ("buffer", config.get("buffer", "device"), BUFFERS)):
             if value not in allowed:
                 raise ValueError(f"live.{field} {value!r} is not one of {sorted(allowed)}")
-        cfgs, tok = harvest.check_checkpoints(self._ckpts)  # configs and tokenizers: no weights yet
+        cfgs, self.tokenizer = harvest.check_checkpoints(self._ckpts)  # configs and tokenizers: no weights yet
         D, L = cfgs[0].d_model, cfgs[0].n_layers
         if not 0 <= config.layer < L:
             raise harvest.HarvestError(f"live.layer {config.layer} is outside the model's blocks 0..{L - 1}")
-        self.contexts = token_sources.contexts(config.tokens, tok, config.n_contexts, config.context_len)
+        self.contexts = token_sources.contexts(config.tokens, self.tokenizer, config.n_contexts, config.context_len)
         self.drop = int(config.drop_bos)
         self.T = self.contexts.shape[1] - self.drop
         n_tokens = self.contexts.shape[0] * self.T
@@ -80,7 +80,8 @@ class LiveStore(RowChunks):
         """The checkpoints (indices into C) whose weights this process has read."""
         return sorted(self._lms)
 
-    def _models(self, columns: slice) -> list[models.LM]:
+    def models(self, columns: slice = slice(None)) -> list[models.LM]:
+        """The checkpoints in `columns` (default all), their weights read on first use."""
         with self._loading:
             for c in range(self.n_checkpoints)[columns]:
                 if c not in self._lms:
@@ -91,7 +92,7 @@ class LiveStore(RowChunks):
     def read_chunks(self, ids: Sequence[int], columns: slice = slice(None)) -> list[np.ndarray | jax.Array]:
         """Chunks [rows, C', D] in the stored dtype, computed now (only the checkpoints in `columns`):
         jax arrays on this process's devices with `buffer="device"`, numpy arrays otherwise."""
-        lms = self._models(columns)
+        lms = self.models(columns)
         out = []
         for i in ids:
             start, stop = self.chunk_rows(int(i))

@@ -105,8 +105,8 @@ def scales_for(store: Store, config, columns: slice = slice(None)) -> np.ndarray
     if store.meta.get("scales"):
         return np.asarray(store.meta["scales"], np.float64)
     # live: estimated as a harvest with the same fields records them (its scale_rows, seed 0)
-    live = store.meta.get("format") == "live"
-    rows, seed = (config.live.scale_rows, 0) if live else (65536, config.seed)
+    how = (dict(max_rows=config.live.scale_rows, seed=0) if store.meta.get("format") == "live"
+           else dict(seed=config.seed))
     scales = np.zeros(store.n_checkpoints)
-    scales[columns] = store.estimate_scales(max_rows=rows, seed=seed, columns=columns)
+    scales[columns] = store.estimate_scales(columns=columns, **how)
     return scales
