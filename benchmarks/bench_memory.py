@@ -11,7 +11,9 @@ Re-executes itself with 64 fake CPU devices. Each configuration is lowered with 
 Lower bound per device, in bytes (float32 everywhere):
   4 * S          stored parameter shard S (floats), its gradient and the two Adam moments
   + G            the compute copy of the parameters that the ZeRO all-gather re-assembles (0 when
-                 nothing is split over data)
+                 nothing is split over data); the sparse top-k step gathers only the decoder (it
+                 streams the encoder's shards around the data ring and builds the weight gradients
+                 shard by shard), so G is the decoder's copy plus the one encoder shard in flight
   + A            activations that must coexist: the batch and its reconstruction, [B/data, C/snapshot, D]
                  each, and the pre-activations and codes, [B/data, F/latent] each: 4 * (2 B_l C_l D + 2 B_l F_l)
 The compiled size is measured on XLA's CPU backend (the only one here); the partitioning and the
@@ -35,6 +37,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs.crosscoder import get_config  # noqa: E402
+from crosscoder_jax.crosscoder import sparse_step  # noqa: E402
 from crosscoder_jax.training import sharding  # noqa: E402
 from crosscoder_jax.training.train import build  # noqa: E402
 
@@ -62,7 +65,7 @@ def plan(C: int, D: int, F: int, batch: int, mesh_shape: tuple[int, int, int], m
     c.dict_size, c.batch_size, c.matmul_dtype = F, batch, matmul_dtype
     c.mesh.data, c.mesh.snapshot, c.mesh.latent = mesh_shape
     mesh = sharding.make_mesh(data, snap, latent, devices=devices)
-    _, _, abstract, shardings, _, step_fn = build(c, C, D, np.ones(C), mesh)
+    spec, _, abstract, shardings, _, step_fn = build(c, C, D, np.ones(C), mesh)
     state_in = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
     x_in = jax.ShapeDtypeStruct((batch, C, D), jnp.float32, sharding=sharding.batch_sharding(mesh))
     mem = step_fn.lower(state_in, x_in).compile().memory_analysis()
@@ -71,8 +74,10 @@ def plan(C: int, D: int, F: int, batch: int, mesh_shape: tuple[int, int, int], m
     S = _floats_per_device(abstract.params, shardings.params)
     gathered = 0
     if c.mesh.zero and data > 1:
+        streamed = sharding.STREAMED if sparse_step.applies(spec) else ()
         compute = sharding.state_shardings(abstract.params, mesh, zero=False)
-        gathered = 4 * _floats_per_device(abstract.params, compute)
+        gathered = 4 * sum(_floats_per_device(abstract.params[k], compute[k]) if k not in streamed else
+                           _floats_per_device(abstract.params[k], shardings.params[k]) for k in abstract.params)
     B_l, C_l, F_l = batch // data, C // snap, F // latent
     acts = 4 * (2 * B_l * C_l * D + 2 * B_l * F_l)
     bound = 16 * S + gathered + acts

@@ -115,14 +115,14 @@ def _steps(n_entries: jax.Array, n: int) -> jax.Array:
     return (n_entries + n - 1) // n
 
 
-def _chunk(cap: int, K: int) -> int:
+def chunk_len(cap: int, K: int) -> int:
     """Entries per loop step for rows of K floats: a power of two dividing cap (so that the steps
     tile it), gathering at most about `_CHUNK_FLOATS` floats."""
     n = 1 << max(0, min(_CHUNK, _CHUNK_FLOATS // max(K, 1)).bit_length() - 1)
     return math.gcd(cap, n)
 
 
-def _rounded(vals: jax.Array, dtype) -> jax.Array:
+def rounded(vals: jax.Array, dtype) -> jax.Array:
     """vals rounded like the dense path's operands, so both compute the same products."""
     return vals.astype(dtype).astype(jnp.float32)
 
@@ -131,8 +131,8 @@ def gather_sum(vals: jax.Array, W_FK: jax.Array, e: Entries, B: int, dtype=jnp.f
     """`f @ W` [B, K] float32 for the codes f [B, F] whose entries e hold vals [cap] (W [F, K] and
     vals read in `dtype`): each token's sum of its entries' rows of W."""
     W_FK = W_FK.astype(dtype)
-    v = _rounded(vals, dtype)
-    n = _chunk(v.shape[0], W_FK.shape[1])
+    v = rounded(vals, dtype)
+    n = chunk_len(v.shape[0], W_FK.shape[1])
 
     def body(i, out_BK):
         upd = W_FK[_slice(e.cols, i, n)].astype(jnp.float32) * _slice(v, i, n)[:, None]
@@ -142,24 +142,26 @@ def gather_sum(vals: jax.Array, W_FK: jax.Array, e: Entries, B: int, dtype=jnp.f
 
 
 def decoder_grads(vals: jax.Array, W_FK: jax.Array, e: Entries, g_BK: jax.Array, dtype=jnp.float32,
-                  d_W_FK: jax.Array | None = None, g_scale: float | jax.Array = 1.0) -> tuple[jax.Array, jax.Array]:
+                  d_W_FK: jax.Array | None = None, g_scale: float | jax.Array = 1.0,
+                  weight_grad: bool = True) -> tuple[jax.Array, jax.Array | None]:
     """The backward of `gather_sum` for the cotangent `g_scale * g` [B, K]: the code gradient, one
     dot `<W[col], g[row]>` per entry [cap] (0 past e.n), and the gradient of W [F, K], the
-    scatter-add of `val * g[row]` into row col (added to `d_W_FK` when given), float32. (The scale is
-    applied to the gathered rows, so no scaled copy of g is made.)"""
+    scatter-add of `val * g[row]` into row col (added to `d_W_FK` when given; None without
+    `weight_grad`), float32. (The scale is applied to the gathered rows, so no scaled copy of g is made.)"""
     Wc_FK = W_FK.astype(dtype)
-    v = _rounded(vals, dtype)
-    n = _chunk(v.shape[0], W_FK.shape[1])
+    v = rounded(vals, dtype)
+    n = chunk_len(v.shape[0], W_FK.shape[1])
 
     def body(i, carry):
         d_vals, d_W = carry
         g_nK = (g_BK[_slice(e.rows, i, n)] * g_scale).astype(dtype)
         cols = _slice(e.cols, i, n)
         dv = jnp.einsum("nk,nk->n", Wc_FK[cols], g_nK, preferred_element_type=jnp.float32)
-        d_W = d_W.at[cols].add(_slice(v, i, n)[:, None] * g_nK.astype(jnp.float32))
+        if weight_grad:
+            d_W = d_W.at[cols].add(_slice(v, i, n)[:, None] * g_nK.astype(jnp.float32))
         return lax.dynamic_update_slice_in_dim(d_vals, dv, i * n, 0), d_W
 
-    if d_W_FK is None:
+    if d_W_FK is None and weight_grad:
         d_W_FK = jnp.zeros(W_FK.shape, jnp.float32)
     d_vals, d_W_FK = lax.fori_loop(0, _steps(e.n, n), body, (jnp.zeros(v.shape, jnp.float32), d_W_FK))
     return jnp.where(jnp.arange(v.shape[0]) < e.n, d_vals, 0.0), d_W_FK
@@ -170,11 +172,11 @@ def scatter_rows(vals: jax.Array, e: Entries, X_BK: jax.Array, F: int, dtype=jnp
     """`f.T @ X` [F, K] float32 for the codes f whose entries e hold vals: the scatter-add of
     `val * X[row]` into row col (added to `out_FK` when given). With vals the pre-activation
     gradient and X the input it is the encoder's weight gradient, transposed."""
-    v = _rounded(vals, dtype)
-    n = _chunk(v.shape[0], X_BK.shape[1])
+    v = rounded(vals, dtype)
+    n = chunk_len(v.shape[0], X_BK.shape[1])
 
     def body(i, out):
-        upd = _rounded(X_BK[_slice(e.rows, i, n)], dtype) * _slice(v, i, n)[:, None]
+        upd = rounded(X_BK[_slice(e.rows, i, n)], dtype) * _slice(v, i, n)[:, None]
         return out.at[_slice(e.cols, i, n)].add(upd)
 
     if out_FK is None:

@@ -25,7 +25,7 @@ row-major order and counted in aux["dropped"].
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -57,6 +57,11 @@ class Axes:
     data: str | None = None
     snapshot: str | None = None
     latent: str | None = None
+    # the data axis when W_enc comes in, and both weight gradients leave, split over it along F
+    # (ZeRO): the forward streams the encoder's shards around this ring (`encoder_pre`) and the
+    # weight gradients are built one shard at a time as they pass around it (`ring_weight_grads`),
+    # so no device holds a whole encoder or a whole unreduced gradient
+    ring: str | None = None
 
     def _names(self, which: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(n for n in (getattr(self, w) for w in which) if n)
@@ -92,6 +97,98 @@ def _row_chunk(B: int, k_aux: int) -> int:
     return max(d for d in range(1, min(B, target) + 1) if B % d == 0)
 
 
+def encoder_pre(x_BK: jax.Array, W_enc_CDF: jax.Array, axes: Axes, dtype) -> jax.Array:
+    """This device's pre-activations x W_enc [B, F] before the bias and the snapshot sum.
+
+    With `axes.ring` the block holds 1/n of its latents' columns (n the ring's size, its own
+    shard at its ring index): n matmuls against the shards as they pass around the ring (a collective
+    matmul), so no device holds more than two shards of the encoder at once."""
+    C, D, f = W_enc_CDF.shape
+    if axes.ring is None:
+        return matmul.matmul("bk,kf->bf", x_BK, W_enc_CDF.reshape(C * D, f), dtype)
+    ring = axes.ring
+    n = lax.psum(1, ring)
+    me = lax.axis_index(ring)
+    shift = [(j, (j - 1) % n) for j in range(n)]  # device j receives the shard of j + 1
+
+    def turn(i, carry):
+        pre_BF, W_KF = carry
+        blk = matmul.matmul("bk,kf->bf", x_BK, W_KF, dtype)
+        pre_BF = lax.dynamic_update_slice_in_dim(pre_BF, blk, ((me + i) % n) * f, axis=1)
+        return pre_BF, lax.ppermute(W_KF, ring, shift)
+
+    pre_BF = jnp.zeros((x_BK.shape[0], n * f), jnp.float32)
+    pre_BF, W_KF = lax.fori_loop(0, n - 1, turn, (pre_BF, W_enc_CDF.reshape(C * D, f)))
+    blk = matmul.matmul("bk,kf->bf", x_BK, W_KF, dtype)
+    return lax.dynamic_update_slice_in_dim(pre_BF, blk, ((me + n - 1) % n) * f, axis=1)
+
+
+class Deferred(NamedTuple):
+    """Weight-gradient terms listed instead of scattered (with `axes.ring`): entry j adds
+    `wdec[j] * S[srow[j]]` to row col[j] of the decoder's gradient and `wenc[j] * x[xrow[j]]` to the
+    encoder's (transposed); col F marks an unused slot. S [2B, K] holds the scaled cotangent rows:
+    the reconstruction's (rows :B) and AuxK's (rows B:)."""
+
+    cols: jax.Array
+    xrows: jax.Array
+    srows: jax.Array
+    wdec: jax.Array
+    wenc: jax.Array
+    S_RK: jax.Array
+
+    def put(self, at: int | jax.Array, cols, xrows, srows, wdec, wenc) -> "Deferred":
+        upd = lambda a, b: lax.dynamic_update_slice_in_dim(a, b.astype(a.dtype), at, 0)  # noqa: E731
+        return self._replace(cols=upd(self.cols, cols), xrows=upd(self.xrows, xrows), srows=upd(self.srows, srows),
+                             wdec=upd(self.wdec, wdec), wenc=upd(self.wenc, wenc))
+
+
+def _deferred(n_slots: int, B: int, K: int, F: int) -> Deferred:
+    i = jnp.zeros((n_slots,), jnp.int32)
+    z = jnp.zeros((n_slots,), jnp.float32)
+    return Deferred(jnp.full((n_slots,), F, jnp.int32), i, i, z, z, jnp.zeros((2 * B, K), jnp.float32))
+
+
+def ring_weight_grads(d: Deferred, x_BK: jax.Array, F: int, ring: str, dtype) -> tuple[jax.Array, jax.Array]:
+    """(dW_dec [F/n, K], dW_enc [F/n, K]): this device's shard (its ring index) of the weight
+    gradients summed over the ring, from the listed terms of every device: a ring reduce-scatter in
+    which each device adds, turn by turn, its terms for the shard that is passing through. The terms
+    are sorted by latent once, so each turn visits only its shard's; products are rounded as
+    `sparse_decode.decoder_grads` and `scatter_rows` round them."""
+    n = lax.psum(1, ring)
+    me = lax.axis_index(ring)
+    f, K = F // n, x_BK.shape[1]
+    order = jnp.argsort(d.cols, stable=True)
+    cols, xrows, srows = d.cols[order], d.xrows[order], d.srows[order]
+    wdec, wenc = (sparse_decode.rounded(w[order], dtype) for w in (d.wdec, d.wenc))
+    bounds = jnp.searchsorted(cols, jnp.arange(n + 1, dtype=jnp.int32) * f).astype(jnp.int32)
+    m = sparse_decode.chunk_len(sparse_decode.round_cap(cols.shape[0]), K)
+    pad = lambda a, v: jnp.concatenate([a, jnp.full((m,), v, a.dtype)])  # noqa: E731 (slices never clamp)
+    cols, xrows, srows, wdec, wenc = pad(cols, F), pad(xrows, 0), pad(srows, 0), pad(wdec, 0.0), pad(wenc, 0.0)
+
+    def add_shard(b, acc):
+        start, stop = bounds[b], bounds[b + 1]
+
+        def chunk(i, acc):
+            dec, enc = acc
+            at = start + i * m
+            sl = lambda a: lax.dynamic_slice_in_dim(a, at, m)  # noqa: E731
+            c = jnp.where(at + jnp.arange(m) < stop, sl(cols) - b * f, f)  # f: past the shard, dropped
+            dec = dec.at[c].add(sparse_decode.rounded(d.S_RK[sl(srows)], dtype) * sl(wdec)[:, None], mode="drop")
+            enc = enc.at[c].add(sparse_decode.rounded(x_BK[sl(xrows)], dtype) * sl(wenc)[:, None], mode="drop")
+            return dec, enc
+
+        return lax.fori_loop(0, (stop - start + m - 1) // m, chunk, acc)
+
+    shift = [(j, (j + 1) % n) for j in range(n)]  # device j passes its partial sums to j + 1
+
+    def turn(i, acc):  # turn i adds to shard me - 1 - i, so that the last turn ends on one's own
+        acc = add_shard((me + 2 * n - 1 - i) % n, acc)
+        return jax.tree.map(lambda a: lax.ppermute(a, ring, shift), acc)
+
+    acc = (jnp.zeros((f, K), jnp.float32), jnp.zeros((f, K), jnp.float32))
+    return add_shard(me, lax.fori_loop(0, n - 1, turn, acc))
+
+
 def list_kept(sel: Selected, relu_BF: jax.Array, axes: Axes, over: tuple[str, ...]):
     """The kept entries (rows, cols, relu(pre) there, 0 past n) and how many ties were dropped;
     listed inside the selection's blocks where it has them."""
@@ -115,25 +212,25 @@ def value_and_grad(params: Mapping[str, jax.Array], act_state: Mapping[str, jax.
                    ) -> tuple[tuple[jax.Array, dict[str, Any]], dict[str, jax.Array]]:
     """((loss, aux), grads) of `core.loss_fn` for a top-k activation, from the kept entries.
 
-    Block shapes: params W_enc [C, D, F], b_enc [F], W_dec [F, C, D], b_dec [C, D]; x [B, C, D] this
-    block's normalised batch; dead_F [F]. `n_tokens`: rows of the whole batch (default B).
+    Block shapes: params W_enc [C, D, F] (F / n with `axes.ring`), b_enc [F], W_dec [F, C, D],
+    b_dec [C, D]; x [B, C, D] this block's normalised batch; dead_F [F]. `n_tokens`: rows of the whole batch (default B).
     aux: "terms" (recon, auxk), "fvu" [C] (`core.fvu`), "fired_F" [F] (any kept entry in the batch),
     "l0" (mean kept per token), "act_update", "dropped" (ties past the room for them). grads: the
-    block's gradient, passed through `reduce_data(name, grad, d_axis)` (the caller's reduction over
-    the data axis; d_axis is the gradient's D axis, -1 for b_enc) before the encoder's is transposed
-    to [C, D, F], so that a reduce-scatter along D never needs a transposed copy of the whole block.
+    block's gradient, passed through `reduce_data(name, grad, leaf_axes)` (the caller's reduction over
+    the data axis; the grad's axis i is the parameter's axis leaf_axes[i]) before the encoder's is
+    transposed from [F, C, D] to [C, D, F], so that a reduce-scatter along F, the major axis of both
+    weight gradients, never needs a transposed copy of the whole block.
     """
     act = activations.get(spec.activation)
     dtype = jnp.dtype(spec.matmul_dtype)
     x_BCD = x_BCD.astype(jnp.float32)
     B, C, D = x_BCD.shape
-    F = params["W_enc"].shape[-1]
+    F = params["W_dec"].shape[0]
     N = n_tokens or B
     x_BK = x_BCD.reshape(B, C * D)
     W_FK = params["W_dec"].reshape(F, C * D)
 
-    pre_BF = axes.sum(matmul.matmul("bk,kf->bf", x_BK, params["W_enc"].reshape(C * D, F), spec.matmul_dtype),
-                      "snapshot") + params["b_enc"]
+    pre_BF = axes.sum(encoder_pre(x_BK, params["W_enc"], axes, spec.matmul_dtype), "snapshot") + params["b_enc"]
     relu_BF = jax.nn.relu(pre_BF)
     dn_F = axes.sum(jnp.sum(jnp.sqrt(jnp.sum(jnp.square(params["W_dec"]), axis=-1)), axis=-1), "snapshot")
     v_BF = relu_BF * dn_F
@@ -152,11 +249,9 @@ def value_and_grad(params: Mapping[str, jax.Array], act_state: Mapping[str, jax.
     recon = axes.sum(jnp.sum(err_C), "snapshot") / N
     mean_CD = axes.sum(jnp.sum(x_BCD, axis=0), "data") / N
     var_C = axes.sum(jnp.sum(jnp.square(x_BCD - mean_CD), axis=(0, 2)), "data")
-    d_vals, dW_FK = sparse_decode.decoder_grads(vals, W_FK, e, r_BK, dtype, g_scale=2.0 / N)
+    ring = axes.ring
+    d_vals, dW_FK = sparse_decode.decoder_grads(vals, W_FK, e, r_BK, dtype, g_scale=2.0 / N, weight_grad=ring is None)
     d_vals = axes.sum(d_vals, "snapshot")
-
-    # relu' = 1 at every kept entry (its score, hence its pre-activation, is > 0)
-    dW_enc_FK = sparse_decode.scatter_rows(d_vals, e, x_BK, F, dtype)
     db_enc_F = jnp.zeros((F,), jnp.float32).at[e.cols].add(d_vals)
 
     # AuxK (`activations.base.auxk_loss`): the top k_aux dead latents of each token reconstruct the
@@ -166,24 +261,42 @@ def value_and_grad(params: Mapping[str, jax.Array], act_state: Mapping[str, jax.
     k_aux = min(spec.k_aux_resolved, F)
     rows = _row_chunk(B, k_aux)
 
+    # the weight gradients: scatter-added here (relu' = 1 at every kept entry: its score, hence its
+    # pre-activation, is > 0), or with a ring listed and reduce-scattered at the end
+    if ring is None:
+        wg: Any = (dW_FK, sparse_decode.scatter_rows(d_vals, e, x_BK, F, dtype))
+    else:
+        cap_main, cap_aux = e.rows.shape[0], sparse_decode.round_cap(_cap(k_aux * rows))
+        wg = _deferred(cap_main + (B // rows) * cap_aux, B, C * D, F).put(
+            0, jnp.where(listed, e.cols, F), e.rows, e.rows, vals, d_vals)
+        wg = wg._replace(S_RK=lax.dynamic_update_slice_in_dim(wg.S_RK, r_BK * (2.0 / N), 0, 0))
+
     def with_dead(carry):
         err_BK = -r_BK
         mean_K = axes.sum(jnp.sum(err_BK, axis=0), "data") / N
         var = axes.sum(jnp.sum(jnp.square(err_BK - mean_K)), "data", "snapshot") / N
         inv = jnp.where(var > 0, spec.aux_coeff / jnp.maximum(var, 1e-30), 0.0)
+        scale = (-2.0 / N) * inv
 
         def chunk(i, c):
-            l2, dropped, dW_FK, dW_enc_FK, db_enc_F = c
+            l2, dropped, wg, db_enc_F = c
             relu_bF, err_bK, x_bK = (lax.dynamic_slice_in_dim(a, i * rows, rows) for a in (relu_BF, err_BK, x_BK))
             cand_bF = jnp.where(dead_F[None, :], relu_bF, 0.0)
             sel = select_rows(cand_bF, jnp.minimum(spec.k_aux_resolved, n_dead), k_aux, axes.over("latent"))
             ea, vals, drop = list_kept(sel, relu_bF, axes, ("data", "latent"))
             diff_bK = err_bK - axes.sum(sparse_decode.gather_sum(vals, W_FK, ea, rows, dtype), "latent")
-            d_vals, dW_FK = sparse_decode.decoder_grads(vals, W_FK, ea, diff_bK, dtype, dW_FK, (-2.0 / N) * inv)
+            d_vals, dW_FK = sparse_decode.decoder_grads(vals, W_FK, ea, diff_bK, dtype, wg[0] if ring is None else None,
+                                                        scale, weight_grad=ring is None)
             d_vals = axes.sum(d_vals, "snapshot")
-            dW_enc_FK = sparse_decode.scatter_rows(d_vals, ea, x_bK, F, dtype, dW_enc_FK)
-            return (l2 + jnp.sum(jnp.square(diff_bK)), dropped + drop, dW_FK, dW_enc_FK,
-                    db_enc_F.at[ea.cols].add(d_vals))
+            if ring is None:
+                wg = (dW_FK, sparse_decode.scatter_rows(d_vals, ea, x_bK, F, dtype, wg[1]))
+            else:
+                assert ea.rows.shape[0] == cap_aux, (ea.rows.shape, cap_aux)
+                used = jnp.arange(cap_aux) < ea.n
+                wg = wg.put(cap_main + i * cap_aux, jnp.where(used, ea.cols, F), i * rows + ea.rows,
+                            B + i * rows + ea.rows, vals, d_vals)
+                wg = wg._replace(S_RK=lax.dynamic_update_slice_in_dim(wg.S_RK, diff_bK * scale, B + i * rows, 0))
+            return (l2 + jnp.sum(jnp.square(diff_bK)), dropped + drop, wg, db_enc_F.at[ea.cols].add(d_vals))
 
         l2, dropped, *carry = lax.fori_loop(0, B // rows, chunk, (jnp.float32(0.0), jnp.int32(0), *carry))
         return inv * axes.sum(l2, "data", "snapshot") / N, dropped, *carry
@@ -191,17 +304,19 @@ def value_and_grad(params: Mapping[str, jax.Array], act_state: Mapping[str, jax.
     def none_dead(carry):
         return jnp.float32(0.0), jnp.int32(0), *carry
 
-    auxk, dropped_a, dW_FK, dW_enc_FK, db_enc_F = lax.cond(n_dead > 0, with_dead, none_dead,
-                                                           (dW_FK, dW_enc_FK, db_enc_F))
+    auxk, dropped_a, wg, db_enc_F = lax.cond(n_dead > 0, with_dead, none_dead, (wg, db_enc_F))
 
-    reduce_data = reduce_data or (lambda name, g, d_axis: g)
+    reduce_data = reduce_data or (lambda name, g, leaf_axes: g)
     # top-k activations have no parameters of their own; any other leaf gets a zero gradient
     grads = {name: jnp.zeros_like(p) for name, p in params.items() if name not in ("W_enc", "b_enc", "W_dec", "b_dec")}
-    dW_enc_FCd = reduce_data("W_enc", dW_enc_FK.reshape(F, C, D), 2)
+    if ring is None:
+        dW_fCD = reduce_data("W_dec", wg[0].reshape(F, C, D), (0, 1, 2))
+        dW_enc_fCD = reduce_data("W_enc", wg[1].reshape(F, C, D), (2, 0, 1))
+    else:  # reduced over the ring (the data axis) already, this device's shard of F
+        dW_fCD, dW_enc_fCD = (g.reshape(-1, C, D) for g in ring_weight_grads(wg, x_BK, F, ring, dtype))
     # a plain transpose after the reduction: XLA may fuse it into its consumers
-    grads.update(W_enc=jnp.transpose(dW_enc_FCd, (1, 2, 0)), b_enc=reduce_data("b_enc", db_enc_F, -1),
-                 W_dec=reduce_data("W_dec", dW_FK.reshape(F, C, D), 2),
-                 b_dec=reduce_data("b_dec", (2.0 / N) * jnp.sum(r_BK, axis=0).reshape(C, D), 1))
+    grads.update(W_enc=jnp.transpose(dW_enc_fCD, (1, 2, 0)), b_enc=reduce_data("b_enc", db_enc_F, (0,)),
+                 W_dec=dW_fCD, b_dec=reduce_data("b_dec", (2.0 / N) * jnp.sum(r_BK, axis=0).reshape(C, D), (0, 1)))
     aux = {"terms": {"recon": recon, "auxk": auxk}, "fvu": err_C / jnp.maximum(var_C, 1e-30), "fired_F": fired_F,
            "l0": l0, "act_update": act.kept_update(min_kept), "dropped": dropped + dropped_a}
     return (recon + auxk, aux), grads

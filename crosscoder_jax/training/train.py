@@ -129,7 +129,8 @@ def build(config, n_checkpoints: int, d_model: int, scales_C, mesh):
     to_stored = functools.partial(jax.lax.with_sharding_constraint, shardings=shardings.params)
     vg = sharding.sparse_value_and_grad(mesh, zero=config.mesh.zero) if sparse_step.applies(spec) else None
     step_fn = jax.jit(functools.partial(train_step, spec=spec, tx=tx, schedule=schedule,
-                                        to_compute=sharding.gather_params(mesh), to_stored=to_stored,
+                                        to_compute=sharding.gather_params(mesh, sharding.STREAMED if vg else ()),
+                                        to_stored=to_stored,
                                         value_and_grad=vg),
                       in_shardings=(shardings, sharding.batch_sharding(mesh)),
                       # metrics replicated: per-snapshot ones would otherwise stay split over processes
