@@ -145,3 +145,26 @@ def is_subject_number(prop: str | None) -> bool:
     if not prop:
         return False
     return "subj_number==" in prop or prop.startswith(("role==subj&number==", "role==det_subj&number=="))
+
+
+def number_carried_at(f_NF: np.ndarray, props_NK: np.ndarray, names: Sequence[str], role: str = "attr",
+                      threshold: float = LABEL_THRESHOLD) -> dict[str, Any]:
+    """Which latents carry the subject's number at the tokens of `role` (default: the attractor noun,
+    the last token before the verb across a PP, where predicting the verb needs the subject's number
+    and the attractor's own number is the distractor).
+
+    Over the tokens of `role` in sentences whose subject and attractor both have a number, the
+    Pearson correlation [F] of each latent's activation with the subject being singular (`subj`) and
+    with the attractor being singular (`attr`); a latent is labelled "subject number at the <role>"
+    when |subj| >= `threshold` and |subj| > |attr| (it follows the subject, not the noun it sits on;
+    the sign says which number it marks). Returns {"subj" [F], "attr" [F], "labelled" [F] bool,
+    "n_tokens", "n_mismatch" (of those tokens, how many have subject and attractor numbers differing:
+    without them the two correlations cannot be told apart)}."""
+    col = {n: props_NK[:, i] for i, n in enumerate(names)}
+    known = (col["subj_number==sg"] | col["subj_number==pl"]) & (col["attr_number==sg"] | col["attr_number==pl"])
+    rows = np.flatnonzero(col[f"role=={role}"] & known)
+    targets = np.stack([col["subj_number==sg"][rows], col["attr_number==sg"][rows]], axis=1)
+    corr = correlations(f_NF[rows], targets) if len(rows) else np.zeros((f_NF.shape[1], 2))
+    subj, attr = corr[:, 0], corr[:, 1]
+    return {"subj": subj, "attr": attr, "labelled": (np.abs(subj) >= threshold) & (np.abs(subj) > np.abs(attr)),
+            "n_tokens": int(len(rows)), "n_mismatch": int(np.sum(targets[:, 0] != targets[:, 1]))}

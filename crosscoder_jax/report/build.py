@@ -197,6 +197,7 @@ def analyze_latents(run: dict[str, Any], latents: Sequence[int], max_tokens: int
     reldec = dn_FC / np.maximum(dn_FC.sum(axis=1, keepdims=True), 1e-30)
     names, props = labels_mod.token_properties(enc["tokens"], enc["positions"], bool(store.meta.get("drop_bos", True)))
     lab = labels_mod.label_latents(f, props, names, threshold)
+    carried = labels_mod.number_carried_at(f, props, names, "attr", threshold)
     words = token_strings(enc["tokens"], store.meta)
     per_latent = {}
     for i in (i for i in latents if 0 <= i < f.shape[1]):  # a CSV of another crosscoder: skip, do not crash
@@ -214,7 +215,7 @@ def analyze_latents(run: dict[str, Any], latents: Sequence[int], max_tokens: int
             counts[lab[i]["property"]] = counts.get(lab[i]["property"], 0) + 1
     return {"n_tokens": int(f.shape[0]), "n_latents": int(f.shape[1]), "live": live_idx.tolist(),
             "reldec_live": reldec[live_idx], "labels": lab, "per_latent": per_latent,
-            "n_labelled": int(sum(lab[i]["labelled"] for i in live_idx)),
+            "n_labelled": int(sum(lab[i]["labelled"] for i in live_idx)), "carried": carried,
             "label_counts": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}
 
 
@@ -265,25 +266,36 @@ def summarize(run: dict[str, Any], lat: dict[str, Any] | None, attractor_task: s
               "n_labelled_live": lat["n_labelled"],
               "n_selected_labelled": int(sum(labs[i]["labelled"] for i in selected if i < len(labs))),
               "label_counts": lat["label_counts"]})
-    subj = []
     order = {n: k for k, n in enumerate(names)}
-    # the causal onset on the attractor task itself (its IE of every latent), else on the first task listing it
-    ie_all = (run["attribution"].get(attractor_task) or {}).get("ie_all")
-    if ie_all and all(n in ie_all for n in names):
-        IE_CF = np.stack([ie_all[n] for n in names])
-        onset = {i: timeline.onset_peak_offset(IE_CF[:, i])[0] for i in selected if i < IE_CF.shape[1]}
-    else:
-        onset = {x["latent"]: x["onset"] for x in trajectory.latent_rows(run, attractor_task)}
+    onset = causal_onsets(run, attractor_task, range(lat["n_latents"]))
+    jump_at = order[jump["at"]] if jump else None
+
+    def vs_jump(o):
+        if jump_at is None or o is None:
+            return None, None
+        return ("at" if o == jump_at else "before" if o < jump_at else "after"), o - jump_at
+
+    # the ground truth: latents that carry the subject's number at the attractor noun
+    car = lat["carried"]
+    truth = []
+    for i in (i for i in lat["live"] if car["labelled"][i]):
+        rel, gap = vs_jump(onset.get(i))
+        truth.append({"latent": i, "subj_corr": float(car["subj"][i]), "attr_corr": float(car["attr"][i]),
+                      "causal_onset": None if onset.get(i) is None else names[onset[i]],
+                      "vs_jump": rel, "snapshots_from_jump": gap})
+    s["attractor_subject_number"] = {"tokens": car["n_tokens"], "mismatched": car["n_mismatch"], "latents": truth}
+    if jump:
+        s["attractor_subject_number"]["near_jump"] = trajectory.onsets_near_jump(
+            [onset.get(x["latent"]) for x in truth], jump_at)
+
+    # broader: selected latents whose best label is about the subject's number at any position
+    subj = []
     for i, info in sorted(selected.items()):
         if i < len(labs) and labels_mod.is_subject_number(labs[i]["property"]):
-            o = onset.get(i)
-            rel = gap = None
-            if jump and o is not None:
-                gap = o - order[jump["at"]]
-                rel = "at" if gap == 0 else "before" if gap < 0 else "after"
+            rel, gap = vs_jump(onset.get(i))
             subj.append({"latent": i, "property": labs[i]["property"], "corr": labs[i]["corr"],
                          "labelled": labs[i]["labelled"], "task": info["task"],
-                         "causal_onset": None if o is None else names[o], "emerges": info["emerges"],
+                         "causal_onset": None if onset.get(i) is None else names[onset[i]], "emerges": info["emerges"],
                          "discontinued": info["discontinued"], "vs_jump": rel, "snapshots_from_jump": gap})
     s["subject_number_latents"] = subj
     lab_subj = [x for x in subj if x["labelled"]]
@@ -291,8 +303,19 @@ def summarize(run: dict[str, Any], lat: dict[str, Any] | None, attractor_task: s
     s["subject_number_vs_jump"]["labelled"] = len(lab_subj)
     if jump:
         s["subject_number_onset_near_jump"] = trajectory.onsets_near_jump(
-            [onset.get(x["latent"]) for x in lab_subj], order[jump["at"]])
+            [onset.get(x["latent"]) for x in lab_subj], jump_at)
     return s
+
+
+def causal_onsets(run: dict[str, Any], task: str, latents) -> dict[int, int | None]:
+    """Causal onset (snapshot index, `analysis.timeline` rule) on `task` of each latent: from the
+    task's IE of every latent where the attribution kept it, else from its CSV rows (latents it lists)."""
+    names = run["names"]
+    ie_all = (run["attribution"].get(task) or {}).get("ie_all")
+    if ie_all and all(n in ie_all for n in names):
+        IE_CF = np.stack([ie_all[n] for n in names])
+        return {i: timeline.onset_peak_offset(IE_CF[:, i])[0] for i in latents if i < IE_CF.shape[1]}
+    return {x["latent"]: x["onset"] for x in trajectory.latent_rows(run, task)}
 
 
 # ----------------------------------------------------------------------------------------------

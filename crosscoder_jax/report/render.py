@@ -194,15 +194,30 @@ def _summary_html(s: dict[str, Any]) -> str:
              [f"live latents labelled at |corr| ≥ {s['label_threshold']}", f'{s["n_labelled_live"]} of {s["n_live"]}'],
              ["selected latents labelled", f'{s["n_selected_labelled"]} of {s["n_selected"]}'],
              ["labels of live latents", ", ".join(f"{k}: {v}" for k, v in list(s["label_counts"].items())[:12]) or "none"]]
-    v = s["subject_number_vs_jump"]
-    rows.append(["labelled subject-number latents: causal onset vs. the jump",
-                 f'{v["labelled"]} latents; before {v["before"]}, at {v["at"]}, after {v["after"]}'])
-    near = s.get("subject_number_onset_near_jump")
+    truth = s["attractor_subject_number"]
+    rows.append(["ground truth: latents carrying the subject's number at the attractor noun "
+                 f"(|corr| ≥ {s['label_threshold']} over {truth['tokens']} attractor tokens, "
+                 f"{truth['mismatched']} of them of the other number, and above the attractor's own)",
+                 len(truth["latents"])])
+    near = truth.get("near_jump")
     if near:
         rows.append(["... with the causal onset (on the attractor task) within one snapshot of the jump",
                      f'{near["within"]} of {near["n"]} ({_fmt(near["fraction"], 3)}); '
                      f'{near["without_onset"]} with no IE on the attractor task'])
+    v = s["subject_number_vs_jump"]
+    rows.append(["broader: selected latents whose best label is the subject's number at any position: "
+                 "causal onset vs. the jump",
+                 f'{v["labelled"]} labelled; before {v["before"]}, at {v["at"]}, after {v["after"]}'])
+    near = s.get("subject_number_onset_near_jump")
+    if near:
+        rows.append(["... within one snapshot of the jump", f'{near["within"]} of {near["n"]} '
+                     f'({_fmt(near["fraction"], 3)}); {near["without_onset"]} with no IE on the attractor task'])
     out = _table(["", ""], rows, left=2, cls="sum")
+    if truth["latents"]:
+        out += _table(["latent", "corr with subject number at the attractor", "corr with the attractor's number",
+                       "causal onset", "vs jump", "snapshots from jump"],
+                      [[x["latent"], x["subj_corr"], x["attr_corr"], x["causal_onset"], x["vs_jump"],
+                        x["snapshots_from_jump"]] for x in truth["latents"]], left=6)
     if s["subject_number_latents"]:
         out += _table(["latent", "label", "corr", "labelled", "task", "causal onset", "discontinued", "vs jump"],
                       [[x["latent"], x["property"], x["corr"], x["labelled"], x["task"], x["causal_onset"],
@@ -278,8 +293,13 @@ def summary_text(s: dict[str, Any]) -> str:
         v = s["subject_number_vs_jump"]
         lines.append(f"[report] labelled {s['n_labelled_live']} of {s['n_live']} live latents at |corr| >= "
                      f"{s['label_threshold']}; selected {s['n_selected_labelled']} of {s['n_selected']}")
-        lines.append(f"[report] subject-number latents (labelled) {v['labelled']}: causal onset before the jump "
-                     f"{v['before']}, at it {v['at']}, after {v['after']}")
+        truth = s["attractor_subject_number"]
+        near = truth.get("near_jump")
+        lines.append(f"[report] ground truth: {len(truth['latents'])} latents carry the subject's number at the "
+                     f"attractor noun" + (f"; causal onset within one snapshot of the jump: {near['within']} of "
+                                          f"{near['n']}" if near else ""))
+        lines.append(f"[report] broader, subject-number labels at any position ({v['labelled']} labelled): causal "
+                     f"onset before the jump {v['before']}, at it {v['at']}, after {v['after']}")
         near = s.get("subject_number_onset_near_jump")
         if near:
             lines.append(f"[report] ... within one snapshot of the jump: {near['within']} of {near['n']}")

@@ -52,3 +52,30 @@ def test_token_properties_follow_annotation():
     # two contexts back to back split on the position reset
     starts = labels.context_starts(np.array([1, 2, 3, 1, 2, 1]))
     assert starts.tolist() == [0, 3, 5]
+
+
+def test_number_carried_at_the_attractor_against_plain_pearson():
+    """A latent that marks the subject's number at the attractor noun is labelled; one that marks the
+    attractor's own number there, or the subject's number elsewhere only, is not; the correlations
+    equal a plain float64 Pearson over the attractor tokens."""
+    text = ("the keys to the cabinet are old . the key to the cabinets is old . "
+            "the keys to the cabinets are old . the key to the cabinet is old . ")
+    ids = vocab.encode(text * 3)
+    toks, pos = np.asarray(ids[1:]), np.arange(1, len(ids))
+    names, props = labels.token_properties(toks, pos, bos_dropped=True)
+    col = {n: props[:, i] for i, n in enumerate(names)}
+    at_attr = col["role==attr"]
+    rng = np.random.default_rng(0)
+    f = np.abs(rng.normal(size=(len(toks), 4))) * 0.1
+    f[:, 0] += at_attr * col["subj_number==pl"] * 2.0           # subject number, at the attractor
+    f[:, 1] += at_attr * col["attr_number==pl"] * 2.0           # the attractor's own number
+    f[:, 2] += col["role==subj"] * col["subj_number==pl"] * 2.0  # subject number at the subject only
+    out = labels.number_carried_at(f, props, names)
+    rows = np.flatnonzero(at_attr)
+    assert out["n_tokens"] == len(rows) == 12 and out["n_mismatch"] == 6
+    for i in range(4):
+        for key, target in (("subj", "subj_number==sg"), ("attr", "attr_number==sg")):
+            x, y = f[rows, i].astype(np.float64), col[target][rows].astype(np.float64)
+            want = np.corrcoef(x, y)[0, 1]
+            assert abs(out[key][i] - want) < 1e-9, (i, key, out[key][i], want)
+    assert out["subj"][0] < -0.99 and out["labelled"].tolist() == [True, False, False, False]

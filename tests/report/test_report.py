@@ -149,6 +149,13 @@ def test_report_renders_in_chromium(tmp_path, chromium):
     assert subj[0]["causal_onset"] == "step30" and subj[0]["snapshots_from_jump"] == 0
     assert summary["subject_number_vs_jump"]["at"] >= 1
     assert summary["subject_number_onset_near_jump"]["within"] >= 1
+    # the ground truth: latent 0 carries the subject's number at the attractor noun, onset at the jump
+    truth = summary["attractor_subject_number"]
+    assert truth["tokens"] > 10 and truth["mismatched"] >= 1
+    carried = {x["latent"]: x for x in truth["latents"]}
+    assert carried[0]["subj_corr"] < -0.9 and abs(carried[0]["attr_corr"]) < abs(carried[0]["subj_corr"])
+    assert carried[0]["causal_onset"] == "step30" and carried[0]["vs_jump"] == "at"
+    assert truth["near_jump"]["within"] >= 1
 
     dom = _chromium(chromium, (out / "report.html").as_uri(), tmp_path / "chrome1", "--dump-dom")
     n_img = html.count("<img ")
