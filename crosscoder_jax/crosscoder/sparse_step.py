@@ -213,7 +213,8 @@ def value_and_grad(params: Mapping[str, jax.Array], act_state: Mapping[str, jax.
     """((loss, aux), grads) of `core.loss_fn` for a top-k activation, from the kept entries.
 
     Block shapes: params W_enc [C, D, F] (F / n with `axes.ring`), b_enc [F], W_dec [F, C, D],
-    b_dec [C, D]; x [B, C, D] this block's normalised batch; dead_F [F]. `n_tokens`: rows of the whole batch (default B).
+    b_dec [C, D]; x [B, C, D] this block's normalised batch; dead_F [F]. `n_tokens`: rows of the
+    whole batch (default B).
     aux: "terms" (recon, auxk), "fvu" [C] (`core.fvu`), "fired_F" [F] (any kept entry in the batch),
     "l0" (mean kept per token), "act_update", "dropped" (ties past the room for them). grads: the
     block's gradient, passed through `reduce_data(name, grad, leaf_axes)` (the caller's reduction over
