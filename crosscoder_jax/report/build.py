@@ -14,9 +14,10 @@ A demo workdir has <demo>/pretrain, <demo>/store, <demo>/crosscoder and <demo>/a
 (the store from the crosscoder's config.json, the pretraining dir from the store's checkpoint sources).
 
 The measurement in the summary: how many live latents the grammatical labels (`analysis.labels`)
-explain at |corr| >= 0.5, and for selected latents labelled with the subject's number, the checkpoint
-where they emerge (attribution CSV) versus the one where the attractor task's accuracy jumps (largest
-rise between consecutive crosscoded checkpoints).
+explain at |corr| >= 0.5; the ground truth: for the latents that carry the subject's number at the
+attractor noun (`labels.number_carried_at`), their causal onset on the attractor task versus the
+checkpoint where its accuracy jumps (largest rise between consecutive crosscoded checkpoints), and
+the same for the broader set of selected latents whose best label is the subject's number anywhere.
 """
 
 from __future__ import annotations
@@ -270,19 +271,22 @@ def summarize(run: dict[str, Any], lat: dict[str, Any] | None, attractor_task: s
     onset = causal_onsets(run, attractor_task, range(lat["n_latents"]))
     jump_at = order[jump["at"]] if jump else None
 
-    def vs_jump(o):
-        if jump_at is None or o is None:
-            return None, None
-        return ("at" if o == jump_at else "before" if o < jump_at else "after"), o - jump_at
+    def vs_jump(i):
+        """(causal onset's name, before | at | after the jump, snapshots from it) of latent i."""
+        o = onset.get(i)
+        if o is None:
+            return None, None, None
+        if jump_at is None:
+            return names[o], None, None
+        return names[o], ("at" if o == jump_at else "before" if o < jump_at else "after"), o - jump_at
 
     # the ground truth: latents that carry the subject's number at the attractor noun
     car = lat["carried"]
     truth = []
     for i in (i for i in lat["live"] if car["labelled"][i]):
-        rel, gap = vs_jump(onset.get(i))
+        at, rel, gap = vs_jump(i)
         truth.append({"latent": i, "subj_corr": float(car["subj"][i]), "attr_corr": float(car["attr"][i]),
-                      "causal_onset": None if onset.get(i) is None else names[onset[i]],
-                      "vs_jump": rel, "snapshots_from_jump": gap})
+                      "causal_onset": at, "vs_jump": rel, "snapshots_from_jump": gap})
     s["attractor_subject_number"] = {"tokens": car["n_tokens"], "mismatched": car["n_mismatch"], "latents": truth}
     if jump:
         s["attractor_subject_number"]["near_jump"] = trajectory.onsets_near_jump(
@@ -292,10 +296,10 @@ def summarize(run: dict[str, Any], lat: dict[str, Any] | None, attractor_task: s
     subj = []
     for i, info in sorted(selected.items()):
         if i < len(labs) and labels_mod.is_subject_number(labs[i]["property"]):
-            rel, gap = vs_jump(onset.get(i))
+            at, rel, gap = vs_jump(i)
             subj.append({"latent": i, "property": labs[i]["property"], "corr": labs[i]["corr"],
                          "labelled": labs[i]["labelled"], "task": info["task"],
-                         "causal_onset": None if onset.get(i) is None else names[onset[i]], "emerges": info["emerges"],
+                         "causal_onset": at, "emerges": info["emerges"],
                          "discontinued": info["discontinued"], "vs_jump": rel, "snapshots_from_jump": gap})
     s["subject_number_latents"] = subj
     lab_subj = [x for x in subj if x["labelled"]]
