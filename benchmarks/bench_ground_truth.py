@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from crosscoder_jax.runtime.matmul_choice import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 RERUN = ("train", "evaluate", "attribute", "report")  # the stages that depend on the crosscoder
 
@@ -84,7 +86,7 @@ def main() -> None:
     n, within = sum(r["with_onset"] for r in rows), sum(r["within"] for r in rows)
     pooled = within / n if n else float("nan")
     print(f"pooled: {within} of {n} = {pooled:.2f} (target >= 0.8); overrides: {a.set or 'none'}; "
-          f"CPU {os.uname().machine}, {os.cpu_count()} cores")
+          f"{cpu_model()}, {os.cpu_count()} cores")
     (out / "ground_truth.json").write_text(json.dumps({"rows": rows, "pooled": pooled, "overrides": a.set}, indent=1))
 
 

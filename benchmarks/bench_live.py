@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ reexec_with_tunables()
 from configs.crosscoder import get_config  # noqa: E402
 from configs.harvest import get_config as harvest_config  # noqa: E402
 from crosscoder_jax.data.harvest import harvest  # noqa: E402
+from crosscoder_jax.runtime.matmul_choice import cpu_model  # noqa: E402
 from crosscoder_jax.training.train import train  # noqa: E402
 
 SHAPES = {"pythia-160m": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
@@ -96,8 +96,7 @@ def main() -> None:
             c.log_every, c.save_every, c.progress = 5, 10**9, False
             train(c)
             rates[source] = steady_rate(root / source)
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model_name = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("Model name")), "?")
+    model_name = cpu_model()
     n_tok = a.n_contexts * (a.context_len - 1)
     print(f"# {model_name}, {os.cpu_count()} cores; {a.random or 'checkpoints ' + str(len(ckpts))} C={len(ckpts)}, "
           f"layer {a.layer}, contexts of {a.context_len}; batchtopk F={a.F} k={a.k} batch={a.batch}, {a.steps} steps")

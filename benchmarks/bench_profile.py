@@ -22,7 +22,6 @@ import argparse
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ import numpy as np  # noqa: E402
 from benchmarks.common import matmul_peak, shape_args  # noqa: E402
 from configs.crosscoder import get_config  # noqa: E402
 from crosscoder_jax.crosscoder import activations, matmul, sparse_step  # noqa: E402
+from crosscoder_jax.runtime.matmul_choice import cpu_model  # noqa: E402
 from crosscoder_jax.data.reader import StoreReader  # noqa: E402
 from crosscoder_jax.data.store import Store, create_store  # noqa: E402
 from crosscoder_jax.training import sharding  # noqa: E402
@@ -53,14 +53,6 @@ def _median_time(fn, steps: int) -> float:
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - t)
     return statistics.median(times)
-
-
-def _cpu() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
 
 
 def main() -> None:
@@ -150,7 +142,7 @@ def main() -> None:
              ("sparse work (decode, gradients, AuxK)" if not a.dense else "rest of the dense loss and autodiff",
               t_vg - t_enc - t_sel),
              ("optimizer, clipping, metrics", t_step - t_vg)]
-    print(f"# {_cpu()}, {os.cpu_count()} cores, jax {jax.__version__}; {a.activation} C={C} D={D} F={F} batch={B} "
+    print(f"# {cpu_model()}, {os.cpu_count()} cores, jax {jax.__version__}; {a.activation} C={C} D={D} F={F} batch={B} "
           f"k={a.k}; {'dense autodiff' if a.dense else 'sparse top-k'} step; matmul operands {spec.matmul_dtype}; "
           f"median of {a.steps} steps (compile {t_compile:.0f} s); malloc "
           f"{'glibc defaults' if 'glibc.malloc.hugetlb' not in os.environ.get('GLIBC_TUNABLES', '') else 'launch settings'}")

@@ -133,14 +133,8 @@ def setup() -> None:
 
 
 def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
+    from crosscoder_jax.runtime.matmul_choice import cpu_model as model  # jax only when a run starts, not for --setup
+    return model()
 
 
 def make_data(a, work: Path) -> dict:

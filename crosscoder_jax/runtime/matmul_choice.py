@@ -31,7 +31,8 @@ def cache_path() -> Path:
     return Path(root) / "crosscoder_jax" / "matmul_probe.json"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """This machine's CPU model name (/proc/cpuinfo), for cache keys and benchmark headers."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -43,7 +44,7 @@ def _cpu_model() -> str:
 
 def machine_key() -> str:
     """The probe's cache key: CPU model, cores, jax version (a new jaxlib may add bf16 kernels)."""
-    return f"{_cpu_model()} | {os.cpu_count()} cores | jax {jax.__version__}"
+    return f"{cpu_model()} | {os.cpu_count()} cores | jax {jax.__version__}"
 
 
 def probe(n: int = 1024, reps: int = 3) -> dict[str, float]:
@@ -101,5 +102,5 @@ def choose(setting: str) -> tuple[str, str]:
         f32, bf16 = rates["float32"], rates["bfloat16"]
         dtype = "bfloat16" if bf16 > _MARGIN * f32 else "float32"
         _MEMO[backend] = (dtype, f"auto: CPU probe {f32:.0f} GFLOP/s float32, {bf16:.0f} bf16 "
-                                 f"({_cpu_model()}; cached in {cache_path()})")
+                                 f"({cpu_model()}; cached in {cache_path()})")
     return _MEMO[backend]
