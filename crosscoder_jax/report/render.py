@@ -180,6 +180,12 @@ def _card(i: int, run: dict[str, Any], lat: dict[str, Any] | None) -> str:
     return f'<div class="card">{head}{meta}{label}{ie}{freq}{bars}<div class="small">top contexts:</div>{ctx}</div>'
 
 
+def _near_text(near: dict[str, Any]) -> str:
+    """`trajectory.onsets_near_jump`'s counts as one table cell."""
+    return (f'{near["within"]} of {near["n"]} ({_fmt(near["fraction"], 3)}); '
+            f'{near["without_onset"]} with no IE on the attractor task')
+
+
 def _summary_html(s: dict[str, Any]) -> str:
     jump = s.get("attractor_jump")
     rows = [["attractor task", s["attractor_task"]],
@@ -202,16 +208,14 @@ def _summary_html(s: dict[str, Any]) -> str:
     near = truth.get("near_jump")
     if near:
         rows.append(["... with the causal onset (on the attractor task) within one snapshot of the jump",
-                     f'{near["within"]} of {near["n"]} ({_fmt(near["fraction"], 3)}); '
-                     f'{near["without_onset"]} with no IE on the attractor task'])
+                     _near_text(near)])
     v = s["subject_number_vs_jump"]
     rows.append(["broader: selected latents whose best label is the subject's number at any position: "
                  "causal onset vs. the jump",
                  f'{v["labelled"]} labelled; before {v["before"]}, at {v["at"]}, after {v["after"]}'])
     near = s.get("subject_number_onset_near_jump")
     if near:
-        rows.append(["... within one snapshot of the jump", f'{near["within"]} of {near["n"]} '
-                     f'({_fmt(near["fraction"], 3)}); {near["without_onset"]} with no IE on the attractor task'])
+        rows.append(["... within one snapshot of the jump", _near_text(near)])
     out = _table(["", ""], rows, left=2, cls="sum")
     if truth["latents"]:
         out += _table(["latent", "corr with subject number at the attractor", "corr with the attractor's number",
