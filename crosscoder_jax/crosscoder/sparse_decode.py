@@ -122,6 +122,22 @@ def chunk_len(cap: int, K: int) -> int:
     return math.gcd(cap, n)
 
 
+def gatherable(W_FK: jax.Array, dtype) -> jax.Array:
+    """W [F, K] in `dtype`, stored for row gathers (`rows`): bfloat16 as its bits (uint16). XLA
+    widens a bf16 matrix that is gathered and then converted to float32 whole, outside the loop
+    (a float32 copy of W each step, gathered at 4 bytes a number); it cannot see through the bits."""
+    W_FK = W_FK.astype(dtype)
+    return lax.bitcast_convert_type(W_FK, jnp.uint16) if W_FK.dtype == jnp.bfloat16 else W_FK
+
+
+def rows(W_FK: jax.Array, idx_n: jax.Array) -> jax.Array:
+    """Rows idx [n] of a `gatherable` W, float32 [n, K] (bf16 bits widened by a shift, exactly)."""
+    r = W_FK[idx_n]
+    if r.dtype == jnp.uint16:
+        return lax.bitcast_convert_type(r.astype(jnp.uint32) << 16, jnp.float32)
+    return r.astype(jnp.float32)
+
+
 def rounded(vals: jax.Array, dtype) -> jax.Array:
     """vals rounded like the dense path's operands, so both compute the same products."""
     return vals.astype(dtype).astype(jnp.float32)
@@ -130,12 +146,12 @@ def rounded(vals: jax.Array, dtype) -> jax.Array:
 def gather_sum(vals: jax.Array, W_FK: jax.Array, e: Entries, B: int, dtype=jnp.float32) -> jax.Array:
     """`f @ W` [B, K] float32 for the codes f [B, F] whose entries e hold vals [cap] (W [F, K] and
     vals read in `dtype`): each token's sum of its entries' rows of W."""
-    W_FK = W_FK.astype(dtype)
+    Wg_FK = gatherable(W_FK, dtype)
     v = rounded(vals, dtype)
     n = chunk_len(v.shape[0], W_FK.shape[1])
 
     def body(i, out_BK):
-        upd = W_FK[_slice(e.cols, i, n)].astype(jnp.float32) * _slice(v, i, n)[:, None]
+        upd = rows(Wg_FK, _slice(e.cols, i, n)) * _slice(v, i, n)[:, None]
         return out_BK.at[_slice(e.rows, i, n)].add(upd, indices_are_sorted=True)
 
     return lax.fori_loop(0, _steps(e.n, n), body, jnp.zeros((B, W_FK.shape[1]), jnp.float32))
@@ -148,17 +164,17 @@ def decoder_grads(vals: jax.Array, W_FK: jax.Array, e: Entries, g_BK: jax.Array,
     dot `<W[col], g[row]>` per entry [cap] (0 past e.n), and the gradient of W [F, K], the
     scatter-add of `val * g[row]` into row col (added to `d_W_FK` when given; None without
     `weight_grad`), float32. (The scale is applied to the gathered rows, so no scaled copy of g is made.)"""
-    Wc_FK = W_FK.astype(dtype)
+    Wg_FK = gatherable(W_FK, dtype)
     v = rounded(vals, dtype)
     n = chunk_len(v.shape[0], W_FK.shape[1])
 
     def body(i, carry):
         d_vals, d_W = carry
-        g_nK = (g_BK[_slice(e.rows, i, n)] * g_scale).astype(dtype)
+        g_nK = rounded(g_BK[_slice(e.rows, i, n)] * g_scale, dtype)
         cols = _slice(e.cols, i, n)
-        dv = jnp.einsum("nk,nk->n", Wc_FK[cols], g_nK, preferred_element_type=jnp.float32)
+        dv = jnp.sum(rows(Wg_FK, cols) * g_nK, axis=-1)  # products of rounded numbers: exact in float32
         if weight_grad:
-            d_W = d_W.at[cols].add(_slice(v, i, n)[:, None] * g_nK.astype(jnp.float32))
+            d_W = d_W.at[cols].add(_slice(v, i, n)[:, None] * g_nK)
         return lax.dynamic_update_slice_in_dim(d_vals, dv, i * n, 0), d_W
 
     if d_W_FK is None and weight_grad:
