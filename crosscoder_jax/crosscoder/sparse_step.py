@@ -192,9 +192,9 @@ def ring_weight_grads(d: Deferred, x_BK: jax.Array, F: int, ring: str, dtype) ->
 def _to_CDF(g_fCD: jax.Array) -> jax.Array:
     """g [f, C, D] transposed to [C, D, f], materialised once.
 
-    Left alone, XLA fuses the transpose into each consumer of the encoder's gradient (clipping,
-    Adam's moments) as a strided copy: 0.5 s of a 8.5 s step at C 3, D 2048, F 16384, 4.6 s of 27 s
-    at F 65536. A conditional's branch is a fusion boundary, so both (identical) branches hold the
+    Left alone, XLA fuses the transpose into a consumer of the encoder's gradient (the clipping
+    divide) as a strided copy: a fusion of 0.5 s at C 3, D 2048, F 16384 and of 4.6 s at F 65536,
+    where doing it once took the step from 30.4 to 25.0 s (benchmarks/README.md). A conditional's branch is a fusion boundary, so both (identical) branches hold the
     one blocked transpose (`matmul.transpose`); the predicate only keeps XLA from folding the
     conditional away. CPU only: GPU and TPU compilers lay transposes out themselves, and their
     conditionals read the predicate back to the host."""
@@ -207,8 +207,8 @@ def _to_CDF(g_fCD: jax.Array) -> jax.Array:
 
 def list_kept(sel: Selected, pre_BF: jax.Array, axes: Axes, over: tuple[str, ...]):
     """The kept entries (rows, cols, relu(pre) there, 0 past n) and how many ties were dropped;
-    listed inside the selection's blocks where it has them. (relu is applied to the gathered
-    entries: a [B, F] relu of its own would be one more pass, and one more page-faulted temporary.)"""
+    listed inside the selection's blocks where it has them. relu is applied to the gathered entries
+    (the scores fuse their own), so that [B, F] pre-activations are the only full array XLA keeps."""
     b, cap = sel.blocks, _cap(sel.bound)
     if isinstance(b, RowBlocks):
         e = sparse_decode.entries_in_blocks(sel.keep_BF, cap, b.ids, b.s, b.spill)
