@@ -196,8 +196,9 @@ def _to_CDF(g_fCD: jax.Array) -> jax.Array:
     divide) as a strided copy: a fusion of 0.5 s at C 3, D 2048, F 16384 and of 4.6 s at F 65536,
     where doing it once took the step from 30.4 to 25.0 s (benchmarks/README.md). A conditional's
     branch is a fusion boundary, so both (identical) branches hold the one blocked transpose
-    (`matmul.transpose`); the predicate only keeps XLA from folding the conditional away. CPU only: GPU and TPU compilers lay transposes out themselves, and their
-    conditionals read the predicate back to the host."""
+    (`matmul.transpose`); the predicate only keeps XLA from folding the conditional away. CPU only:
+    GPU and TPU compilers lay transposes out themselves, and their conditionals read the predicate
+    back to the host."""
     if jax.default_backend() != "cpu":
         return jnp.transpose(g_fCD, (1, 2, 0))
     f, C, D = g_fCD.shape
