@@ -123,14 +123,14 @@ def chunk_len(cap: int, K: int) -> int:
 
 
 def gatherable(W_FK: jax.Array, dtype) -> jax.Array:
-    """W [F, K] in `dtype`, stored for row gathers (`rows`): bfloat16 as its bits (uint16). XLA
+    """W [F, K] in `dtype`, stored for row gathers (`rows_f32`): bfloat16 as its bits (uint16). XLA
     widens a bf16 matrix that is gathered and then converted to float32 whole, outside the loop
     (a float32 copy of W each step, gathered at 4 bytes a number); it cannot see through the bits."""
     W_FK = W_FK.astype(dtype)
     return lax.bitcast_convert_type(W_FK, jnp.uint16) if W_FK.dtype == jnp.bfloat16 else W_FK
 
 
-def rows(W_FK: jax.Array, idx_n: jax.Array) -> jax.Array:
+def rows_f32(W_FK: jax.Array, idx_n: jax.Array) -> jax.Array:
     """Rows idx [n] of a `gatherable` W, float32 [n, K] (bf16 bits widened by a shift, exactly)."""
     r = W_FK[idx_n]
     if r.dtype == jnp.uint16:
@@ -151,7 +151,7 @@ def gather_sum(vals: jax.Array, W_FK: jax.Array, e: Entries, B: int, dtype=jnp.f
     n = chunk_len(v.shape[0], W_FK.shape[1])
 
     def body(i, out_BK):
-        upd = rows(Wg_FK, _slice(e.cols, i, n)) * _slice(v, i, n)[:, None]
+        upd = rows_f32(Wg_FK, _slice(e.cols, i, n)) * _slice(v, i, n)[:, None]
         return out_BK.at[_slice(e.rows, i, n)].add(upd, indices_are_sorted=True)
 
     return lax.fori_loop(0, _steps(e.n, n), body, jnp.zeros((B, W_FK.shape[1]), jnp.float32))
@@ -172,7 +172,7 @@ def decoder_grads(vals: jax.Array, W_FK: jax.Array, e: Entries, g_BK: jax.Array,
         d_vals, d_W = carry
         g_nK = rounded(g_BK[_slice(e.rows, i, n)] * g_scale, dtype)
         cols = _slice(e.cols, i, n)
-        dv = jnp.sum(rows(Wg_FK, cols) * g_nK, axis=-1)  # products of rounded numbers: exact in float32
+        dv = jnp.sum(rows_f32(Wg_FK, cols) * g_nK, axis=-1)  # products of rounded numbers: exact in float32
         if weight_grad:
             d_W = d_W.at[cols].add(_slice(v, i, n)[:, None] * g_nK)
         return lax.dynamic_update_slice_in_dim(d_vals, dv, i * n, 0), d_W
