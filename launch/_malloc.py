@@ -1,15 +1,17 @@
 """Re-executes a launch script once with glibc malloc settings under which XLA's CPU runtime
-faults its temporaries in as 2 MB pages instead of 4 KB ones.
+does not re-fault its temporaries at every step.
 
 XLA:CPU allocates each program's temporaries with malloc at every execution. glibc serves blocks
 over 32 MB with fresh mmaps and unmaps them on free, so every step touches gigabytes of new pages:
 at C 3, D 2048, F 65536 the batchtopk step took 2.6 million page faults and 16 s of system time out
-of 34 s (benchmarks/README.md). With transparent huge pages for the heap
-(`glibc.malloc.hugetlb=1`, honoured where THP is in "madvise" mode) the same memory comes in 2 MB
-pages: ~8,000 faults per step, the step 1.27x faster. (Keeping freed memory instead, with one
-arena, no mmap and no trimming, removes the faults but fragmented the heap past 24 GB at that size,
-so it is not used.) The settings are read only at process start, hence the re-exec (before jax is
-imported). `CROSSCODER_JAX_MALLOC=default` turns it off; nothing changes off Linux/glibc.
+of 34 s (benchmarks/README.md). Two settings, read only at process start (hence the re-exec, before
+jax is imported):
+- `glibc.malloc.hugetlb=1`: transparent huge pages for the heap (honoured where THP is in "madvise"
+  mode), so that what is faulted comes in 2 MB pages: ~8,000 faults per step, the step 1.27x faster;
+- `glibc.malloc.arena_max=1`: one arena, so that the blocks XLA's worker threads allocate come from
+  the heap that the train loop keeps between steps (`crosscoder_jax.runtime.host_memory`; a
+  thread's own arena maps blocks that large fresh whatever the settings).
+`CROSSCODER_JAX_MALLOC=default` turns it off; nothing changes off Linux/glibc.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import platform
 import sys
 
-TUNABLES = {"glibc.malloc.hugetlb": "1"}
+TUNABLES = {"glibc.malloc.hugetlb": "1", "glibc.malloc.arena_max": "1"}
 OFF = "CROSSCODER_JAX_MALLOC"
 
 

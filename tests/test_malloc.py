@@ -10,8 +10,9 @@ from launch import _malloc
 
 
 def test_tunables_keep_what_the_user_set():
-    assert _malloc.tunables("") == "glibc.malloc.hugetlb=1"
-    assert _malloc.tunables("glibc.malloc.hugetlb=0") == "glibc.malloc.hugetlb=0"
+    ours = "glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1"
+    assert _malloc.tunables("") == ours
+    assert _malloc.tunables("glibc.malloc.hugetlb=0") == "glibc.malloc.hugetlb=0:glibc.malloc.arena_max=1"
     assert _malloc.tunables("glibc.malloc.arena_max=2") == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
 
 
@@ -31,7 +32,7 @@ def test_python_m_launch_restarts_once_with_the_tunables():
     env.pop(_malloc.OFF, None)
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
     (exe, argv, tunables), = json.loads(out.stdout)
-    assert argv == [sys.executable, "-m", "launch.train", "--config.steps=3"] and tunables == "glibc.malloc.hugetlb=1"
+    assert argv == [sys.executable, "-m", "launch.train", "--config.steps=3"] and tunables == _malloc.tunables("")
     env[_malloc.OFF] = "default"  # what the restarted process sees: no second restart
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []

@@ -28,7 +28,7 @@ from crosscoder_jax.crosscoder.activations.base import k_at
 from crosscoder_jax.data.live import LiveStore
 from crosscoder_jax.data.reader import NonFiniteActivations, StoreReader
 from crosscoder_jax.data.store import Store, StoreDamaged
-from crosscoder_jax.runtime import matmul_choice
+from crosscoder_jax.runtime import host_memory, matmul_choice
 from crosscoder_jax.runtime.runlog import MetricsLog, jsonable, progress
 from crosscoder_jax.training import runconfig, sharding
 from crosscoder_jax.training.workdir import (Incompatible, WorkdirLock, disk_full, restore_latest, shape_changes,
@@ -280,6 +280,7 @@ def _run(config, workdir, store, mesh, batch_shape, block, write_config, spec, k
                 "rerun (add --config.resume_anyway=True to resume with a changed config).")
 
     threshold_note = None
+    keeper = host_memory.Keeper()
     try:
         end = min(config.steps, config.stop_after) if config.stop_after else config.steps
         for step in range(start, end):
@@ -290,6 +291,13 @@ def _run(config, workdir, store, mesh, batch_shape, block, write_config, spec, k
             state, metrics = step_fn(state, sharding.global_batch(batch.acts_BCD, mesh, batch_shape, block))
             if prev is not None:
                 check(*prev)  # one step behind, so the host never stalls the device
+            if step == start:  # the first step's memory decides whether its temporaries are kept
+                jax.block_until_ready(metrics)
+                kept = keeper.settle()
+                if jax.process_index() == 0:
+                    log.write({"event": "host_memory", "step": step + 1, "temporaries": kept})
+            else:
+                keeper.after_step()
             prev = (metrics, step)
             done = step + 1
             if done % config.log_every == 0 or done == config.steps:
@@ -308,6 +316,9 @@ def _run(config, workdir, store, mesh, batch_shape, block, write_config, spec, k
                 mngr.save(done, args=ocp.args.StandardSave(state))
             bar.update(1)
         mngr.wait_until_finished()
+        if jax.process_index() == 0 and keeper.releases:
+            log.write({"event": "host_memory", "step": int(state.step), "stray_holes_returned": keeper.releases})
+        keeper.close()
         if int(state.step) >= config.steps and float(_host(state.act_state).get("threshold", 0.0)) < 0:
             n = 8
             theta = estimate_threshold(state, spec, [sharding.global_batch(next(reader).acts_BCD, mesh, batch_shape,
@@ -324,6 +335,7 @@ def _run(config, workdir, store, mesh, batch_shape, block, write_config, spec, k
         saved()  # never leave a save in flight (it would be lost, or hang the exit)
         raise
     finally:
+        keeper.close()
         reader.close()
         bar.close()
         try:
