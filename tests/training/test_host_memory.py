@@ -63,12 +63,19 @@ class FakeMemory:
         self.released += 1
 
 
+GB = 1 << 30
+
+
+def keeper_with(monkeypatch, resident, available):
+    """A keeper (on, as on any glibc CPU machine) over faked resident and available memory."""
+    monkeypatch.delenv(host_memory.OFF, raising=False)
+    mem = FakeMemory(monkeypatch, resident, available)
+    return mem, host_memory.Keeper()
+
+
 @pytest.mark.skipif(not GLIBC, reason="glibc malloc settings")
 def test_keeper_keeps_where_there_is_room_and_returns_stray_holes(monkeypatch):
-    monkeypatch.delenv(host_memory.OFF, raising=False)
-    GB = 1 << 30
-    mem = FakeMemory(monkeypatch, resident=10 * GB, available=20 * GB)
-    keeper = host_memory.Keeper()
+    mem, keeper = keeper_with(monkeypatch, resident=10 * GB, available=20 * GB)
     try:
         mem.resident = 14 * GB  # the first step kept 4 GB; 20 GB left is room for another 4
         assert keeper.settle().startswith("kept between steps (4.3 GB")
@@ -87,10 +94,7 @@ def test_keeper_keeps_where_there_is_room_and_returns_stray_holes(monkeypatch):
 
 @pytest.mark.skipif(not GLIBC, reason="glibc malloc settings")
 def test_keeper_steps_back_without_room(monkeypatch):
-    monkeypatch.delenv(host_memory.OFF, raising=False)
-    GB = 1 << 30
-    mem = FakeMemory(monkeypatch, resident=10 * GB, available=3 * GB)
-    keeper = host_memory.Keeper()
+    mem, keeper = keeper_with(monkeypatch, resident=10 * GB, available=3 * GB)
     mem.resident = 18 * GB  # 8 GB kept over the first step and 3 GB left: a stray hole would not fit
     line = keeper.settle()
     assert line.startswith("returned to the system after each step") and "too little room" in line
