@@ -51,7 +51,7 @@ def test_entries_in_flat_blocks_equal_the_full_listing():
     np.testing.assert_array_equal(np.asarray(e.cols)[:n], np.asarray(full.cols)[:n])
 
 
-def test_entries_in_blocks_lists_and_counts():
+def test_entries_in_blocks_lists_and_counts(monkeypatch):
     """Listing inside given blocks (per row, ascending) equals the full listing when they hold every
     entry; entries outside them are not listed but counted when their row is flagged as spilling."""
     f, rng = _codes(density=0.02)
@@ -79,6 +79,13 @@ def test_entries_in_blocks_lists_and_counts():
     e_flag = fn(f, 4 * B, jnp.asarray(r0, jnp.int32), s, jnp.asarray(spill))
     assert int(e_quiet.n) == int(e_quiet.count) == n - missed
     assert int(e_flag.n) == n - missed and int(e_flag.count) == n
+    # more spilling rows than are recounted one by one: counted over all of f, the same number
+    spill[1:3] = True
+    for rows in (2, 64):
+        monkeypatch.setattr(sparse_decode, "SPILL_ROWS", rows)
+        e_many = jax.jit(sparse_decode.entries_in_blocks, static_argnums=(1, 3))(
+            f, 4 * B, jnp.asarray(r0, jnp.int32), s, jnp.asarray(spill))
+        assert int(e_many.n) == n - missed and int(e_many.count) == n, rows
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

@@ -169,7 +169,8 @@ def row_blocks(v: jax.Array, k: jax.Array, k_bound: int) -> RowBlocks | None:
     if not s:
         return None
     blocks_RNs = v.reshape(R, n // s, s)
-    top_M, ids = lax.top_k(jnp.max(blocks_RNs, axis=-1), k_bound)
+    max_RN = jnp.max(blocks_RNs, axis=-1)
+    _, ids = lax.top_k(max_RN, k_bound)
     # Ascending ids keep the listing row-major. Any top-k_bound set of blocks holds at least k
     # entries >= t, and every entry of the others is <= t, so the top-k of these is exact.
     ids = jnp.sort(ids, axis=-1)
@@ -177,8 +178,10 @@ def row_blocks(v: jax.Array, k: jax.Array, k_bound: int) -> RowBlocks | None:
     top, _ = lax.top_k(cand, k_bound)
     # A gather, not a slice: XLA turns top_k followed by a slice into a full sort (~20x slower).
     t = jnp.take_along_axis(top, jnp.clip(k - 1, 0, k_bound - 1)[:, None], axis=1)[:, 0]
-    # the smallest chosen maximum is <= t; equal (t > 0): other blocks may tie at t
-    spill = (jnp.min(top_M, axis=-1) >= t) & (t > 0)
+    # an entry >= t outside the chosen blocks makes its block's maximum >= t, and every chosen
+    # maximum is at least as large: more than k_bound blocks reach t. (Not "the smallest chosen
+    # maximum equals t": that holds whenever the top k lie in k distinct blocks, most rows at k << F/s.)
+    spill = (jnp.sum(max_RN >= t[:, None], axis=-1) > k_bound) & (t > 0)
     return RowBlocks(ids=ids, s=s, t=t, spill=spill)
 
 
