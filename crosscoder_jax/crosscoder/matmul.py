@@ -19,9 +19,11 @@ dots with several free or contracted axes (e.g. "bf,bcd->fcd").
 from __future__ import annotations
 
 import functools
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 
 def transpose(a: jax.Array) -> jax.Array:
@@ -30,6 +32,18 @@ def transpose(a: jax.Array) -> jax.Array:
     n, m = a.shape
     blk = next(b for b in (64, 32, 16, 8, 4, 2, 1) if n % b == 0)
     return a.reshape(n // blk, blk, m).transpose(2, 0, 1).reshape(m, n)
+
+
+def apart(fn: Callable, x: Any) -> Any:
+    """fn(x), computed in a fusion of its own on the CPU backend, where XLA would otherwise fuse it
+    into its consumers in a slower form. A conditional's branch is a fusion boundary that XLA keeps
+    (an optimization barrier it removes): both branches run fn, and the predicate only keeps XLA from
+    folding the conditional away. Elsewhere plain fn(x): GPU and TPU compilers choose well, and their
+    conditionals read the predicate back to the host."""
+    if jax.default_backend() != "cpu":
+        return fn(x)
+    first = jax.tree.leaves(x)[0].reshape(-1)[0]
+    return lax.cond(jnp.isfinite(first), fn, fn, x)
 
 
 def _parse(subscripts: str) -> tuple[str, str, str]:

@@ -194,16 +194,13 @@ def _to_CDF(g_fCD: jax.Array) -> jax.Array:
 
     Left alone, XLA fuses the transpose into a consumer of the encoder's gradient (the clipping
     divide) as a strided copy: a fusion of 0.5 s at C 3, D 2048, F 16384 and of 4.6 s at F 65536,
-    where doing it once took the step from 30.4 to 25.0 s (benchmarks/README.md). A conditional's
-    branch is a fusion boundary, so both (identical) branches hold the one blocked transpose
-    (`matmul.transpose`); the predicate only keeps XLA from folding the conditional away. CPU only:
-    GPU and TPU compilers lay transposes out themselves, and their conditionals read the predicate
-    back to the host."""
+    where doing it once took the step from 30.4 to 25.0 s (benchmarks/README.md). So the blocked
+    transpose (`matmul.transpose`) runs in a fusion of its own (`matmul.apart`). CPU only: GPU and
+    TPU compilers lay transposes out themselves."""
     if jax.default_backend() != "cpu":
         return jnp.transpose(g_fCD, (1, 2, 0))
     f, C, D = g_fCD.shape
-    t = lambda g: matmul.transpose(g.reshape(f, C * D)).reshape(C, D, f)  # noqa: E731
-    return lax.cond(jnp.isfinite(g_fCD[0, 0, 0]), t, t, g_fCD)
+    return matmul.apart(lambda g: matmul.transpose(g.reshape(f, C * D)).reshape(C, D, f), g_fCD)
 
 
 def list_kept(sel: Selected, pre_BF: jax.Array, axes: Axes, over: tuple[str, ...]):
@@ -250,8 +247,11 @@ def value_and_grad(params: Mapping[str, jax.Array], act_state: Mapping[str, jax.
     W_FK = params["W_dec"].reshape(F, C * D)
 
     pre_BF = axes.sum(encoder_pre(x_BK, params["W_enc"], axes, spec.matmul_dtype), "snapshot") + params["b_enc"]
-    dn_F = axes.sum(jnp.sum(jnp.sqrt(jnp.sum(jnp.square(params["W_dec"]), axis=-1)), axis=-1), "snapshot")
-    v_BF = jax.nn.relu(pre_BF) * dn_F
+    # apart: fused with the [B, F] product below, XLA's CPU backend ran the norms as a library
+    # fusion 3-4x slower than that product alone
+    dn_F = axes.sum(matmul.apart(lambda W: jnp.sum(jnp.sqrt(jnp.sum(jnp.square(W), axis=-1)), axis=-1),
+                                 params["W_dec"]), "snapshot")
+    v_BF = jnp.where(pre_BF > 0, pre_BF * dn_F, 0.0)
     sel = act.select(v_BF, spec, step, N, over_row=axes.over("latent"), over_all=axes.over("data", "latent"))
     e, vals, dropped = list_kept(sel, pre_BF, axes, ("data", "latent"))
     fired_F = axes.max(jnp.any(sel.keep_BF, axis=0).astype(jnp.int32), "data") > 0
