@@ -79,7 +79,7 @@ def test_entries_in_blocks_lists_and_counts(monkeypatch):
     e_flag = fn(f, 4 * B, jnp.asarray(r0, jnp.int32), s, jnp.asarray(spill))
     assert int(e_quiet.n) == int(e_quiet.count) == n - missed
     assert int(e_flag.n) == n - missed and int(e_flag.count) == n
-    # more spilling rows than are recounted one by one: counted over all of f, the same number
+    # three spilling rows: recounted by gathering them (64 allowed) or over all of f (2): the same number
     spill[1:3] = True
     for rows in (2, 64):
         monkeypatch.setattr(sparse_decode, "SPILL_ROWS", rows)
