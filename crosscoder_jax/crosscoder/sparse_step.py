@@ -248,7 +248,7 @@ def value_and_grad(params: Mapping[str, jax.Array], act_state: Mapping[str, jax.
 
     pre_BF = axes.sum(encoder_pre(x_BK, params["W_enc"], axes, spec.matmul_dtype), "snapshot") + params["b_enc"]
     # apart: fused with the [B, F] product below, XLA's CPU backend ran the norms as a library
-    # fusion 3-4x slower than that product alone
+    # fusion (118-127 ms at C 1, D 512, F 16384) that took 2.5x as long as that product alone (48 ms)
     dn_F = axes.sum(matmul.apart(lambda W: jnp.sum(jnp.sqrt(jnp.sum(jnp.square(W), axis=-1)), axis=-1),
                                  params["W_dec"]), "snapshot")
     v_BF = jnp.where(pre_BF > 0, pre_BF * dn_F, 0.0)
