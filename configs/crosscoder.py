@@ -39,7 +39,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.threshold_start_step = 1000
     c.bandwidth = 0.5             # jumprelu straight-through kernel width (inputs have mean norm sqrt(D))
     c.init_threshold = 0.5        # jumprelu initial threshold
-    c.dec_init_norm = 0.0         # decoder row norm at init (0: 0.08 for l1, 1.0 otherwise)
+    c.dec_init_norm = 0.0         # decoder row norm at init (0: 0.08 for l1, 0.1 for topk/batchtopk, 1.0 for
+                                  # jumprelu; the paper's BatchTopK runs used 1.0, configs/paper.py sets it)
     c.matmul_dtype = "auto"       # operands of the matmuls (float32 accumulation): bf16 on GPU/TPU, on CPU
                                   # bf16 only where a start-up probe shows it faster (runtime/matmul_choice.py);
                                   # or "float32" / "bfloat16"

@@ -14,6 +14,7 @@ def get_config(mode: str = ""):
     c.batch_size = 512
     c.steps = 2000
     c.lr = 3e-3
+    c.dec_init_norm = 1.0  # the norm its lr and recovery figures were measured with (the batchtopk default is 0.1)
     c.dead_tokens = 20_000
     c.threshold_start_step = 500
     c.log_every = 100

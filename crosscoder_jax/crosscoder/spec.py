@@ -32,7 +32,8 @@ class Spec:
       threshold_start_step: the batchtopk threshold EMA starts after this many steps.
       bandwidth: width of the jumprelu straight-through rectangle kernel.
       init_threshold: initial jumprelu threshold.
-      dec_init_norm: norm of every decoder row W_dec[i, c] at init; None: 0.08 for l1, else 1.0.
+      dec_init_norm: norm of every decoder row W_dec[i, c] at init; None: the activation function's
+        default (0.08 for l1, 0.1 for topk and batchtopk, 1.0 for jumprelu).
       matmul_dtype: operand dtype of the encoder/decoder matmuls ("float32" or "bfloat16");
         accumulation is always float32 (configs may say "auto": `runtime.matmul_choice`).
       sparse_decode: topk/batchtopk training computes everything after the encoder forward from the
@@ -83,4 +84,4 @@ class Spec:
     def dec_init_norm_resolved(self) -> float:
         if self.dec_init_norm is not None:
             return self.dec_init_norm
-        return 0.08 if self.activation == "l1" else 1.0
+        return activations.get(self.activation).dec_init_norm

@@ -16,6 +16,7 @@ B, C, D, F = 24, 3, 8, 40
 
 
 def setup(activation, **kw):
+    kw.setdefault("dec_init_norm", 1.0)  # the scale the thresholds below are written for
     spec = cc.Spec(C, D, F, activation=activation, **kw)
     params = cc.init_params(spec, jax.random.key(0))
     params = dict(params, b_enc=jax.random.normal(jax.random.key(1), (F,)) * 0.1,
@@ -156,9 +157,12 @@ def test_fvu_against_numpy():
     np.testing.assert_allclose(cc.fvu(jnp.asarray(x, jnp.float32), jnp.asarray(xhat, jnp.float32)), ref, rtol=1e-5)
 
 
-def test_init_matches_paper():
-    for activation, norm in (("l1", 0.08), ("batchtopk", 1.0)):
-        spec = cc.Spec(C, D, F, activation=activation)
+def test_init_norms_per_activation_and_the_papers():
+    """Defaults by activation (topk/batchtopk 0.1, not the paper's 1.0); dec_init_norm=1.0 gives the paper's."""
+    cases = (("l1", None, 0.08), ("topk", None, 0.1), ("batchtopk", None, 0.1), ("jumprelu", None, 1.0),
+             ("batchtopk", 1.0, 1.0))
+    for activation, given, norm in cases:
+        spec = cc.Spec(C, D, F, activation=activation, dec_init_norm=given)
         p = cc.init_params(spec, jax.random.key(0))
         np.testing.assert_allclose(np.linalg.norm(p["W_dec"], axis=-1), norm, rtol=1e-5)
         np.testing.assert_array_equal(p["W_enc"], np.transpose(p["W_dec"], (1, 2, 0)))

@@ -112,6 +112,7 @@ def test_kernels_match_numpy(dtype, chunk, monkeypatch):
 
 
 def _problem(activation, C=3, D=16, F=512, B=64, dtype="float32", **kw):
+    kw.setdefault("dec_init_norm", 1.0)  # the scale of the biases and tolerances below
     spec = cc.Spec(C, D, F, activation=activation, k=4, k_aux=8, matmul_dtype=dtype, sparse_decode=True, **kw)
     p = cc.init_params(spec, jax.random.key(0))
     keys = jax.random.split(jax.random.key(1), 4)

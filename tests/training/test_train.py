@@ -68,7 +68,8 @@ def test_export_roundtrip_and_metadata(planted_setup, tmp_path):
 
 def test_batchtopk_ending_before_its_threshold_gets_one_at_export(planted_setup, tmp_path):
     store, _ = planted_setup
-    train(small_config(store, tmp_path / "r", activation="batchtopk", steps=6, threshold_start_step=100))
+    train(small_config(store, tmp_path / "r", activation="batchtopk", steps=6, threshold_start_step=100,
+                       dec_init_norm=1.0))  # the scale of `raw` below
     loaded = load_crosscoder(tmp_path / "r" / "crosscoder.safetensors")
     theta = float(loaded.act_state["threshold"])
     assert theta > 0
@@ -123,8 +124,8 @@ def test_diverging_loss_stops_with_step_named(planted_setup, tmp_path):
 
 
 PLANTED = {  # activation: hyperparameters (the same store and steps for all)
-    "batchtopk": {"k": 6, "lr": 3e-3},
-    "topk": {"k": 6, "lr": 3e-3},
+    "batchtopk": {"k": 6, "lr": 3e-3, "dec_init_norm": 1.0},  # as configs/planted.py: at 0.1, 0.87 recovered
+    "topk": {"k": 6, "lr": 3e-3, "dec_init_norm": 1.0},
     "l1": {"lr": 3e-3, "l1_coeff": 2.0},
     "jumprelu": {"lr": 3e-3, "l1_coeff": 1.0},
 }

@@ -9,6 +9,8 @@ from crosscoder_jax.crosscoder.activations.base import Activation, PenaltyContex
 
 
 class L1(Activation):
+    dec_init_norm = 0.08  # the paper's L1 runs
+
     def penalties(self, ctx: PenaltyContext) -> dict:
         lam = ctx.spec.sparsity_coeff * ramp(ctx.step, ctx.spec.sparsity_warmup_steps)
         return {"l1": lam * jnp.mean(jnp.sum(ctx.f_BF * ctx.dn_F, axis=-1))}
