@@ -48,7 +48,7 @@ What differs (each library's own algorithm, not settable):
     than the summed squared error per token; AuxK weight 1/32 is set (its default is 0).
   - Decoders: sparsify and dictionary_learning keep decoder rows at unit norm (projecting the
     gradient, renormalising after each step); SAELens initialises them at norm 0.1 and folds the
-    norms into the selection (`rescale_acts_by_decoder_norm`); ours leaves them free (init norm 1)
+    norms into the selection (`rescale_acts_by_decoder_norm`); ours leaves them free (init norm 0.1)
     and selects on relu(pre) x decoder norm. Inits differ (sparsify: torch Linear init, decoder =
     encoder; dictionary_learning and ours: decoder first, encoder = its transpose; SAELens: Kaiming
     uniform). b_dec: sparsify starts it at the first batch's mean, dictionary_learning at its
