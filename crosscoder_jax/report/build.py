@@ -41,6 +41,8 @@ from crosscoder_jax.report import render, trajectory
 from crosscoder_jax.synthetic import vocab
 from crosscoder_jax.synthetic.pairs import ATTRACTOR_TASK
 
+TRUTH_THRESHOLDS = (0.3, 0.4, 0.5)  # |corr| cuts at which the report also counts the ground truth
+
 
 # ----------------------------------------------------------------------------------------------
 # Loading
@@ -291,6 +293,15 @@ def summarize(run: dict[str, Any], lat: dict[str, Any] | None, attractor_task: s
     if jump:
         s["attractor_subject_number"]["near_jump"] = trajectory.onsets_near_jump(
             [onset.get(x["latent"]) for x in truth], jump_at)
+        # |corr| >= threshold is a cut through a continuum: a pure latent that fires on a third of its
+        # number's attractor tokens has |corr| ~0.45, so the count is shown at looser cuts too
+        sweep = []
+        for thr in sorted({*TRUTH_THRESHOLDS, threshold}):
+            keep = (np.abs(car["subj"]) >= thr) & (np.abs(car["subj"]) > np.abs(car["attr"]))
+            ids = [i for i in lat["live"] if keep[i]]
+            sweep.append({"threshold": thr, "latents": ids,
+                          **trajectory.onsets_near_jump([onset.get(i) for i in ids], jump_at)})
+        s["attractor_subject_number"]["by_threshold"] = sweep
 
     # broader: selected latents whose best label is about the subject's number at any position
     subj = []

@@ -186,6 +186,11 @@ def _near_text(near: dict[str, Any]) -> str:
             f'{near["without_onset"]} with no IE on the attractor task')
 
 
+def _sweep_text(sweep: list[dict[str, Any]]) -> str:
+    """The ground truth's counts per |corr| cut, e.g. "0.3: 4 of 5; 0.4: 3 of 4; 0.5: 2 of 3"."""
+    return "; ".join(f'{x["threshold"]}: {x["within"]} of {x["n"]}' for x in sweep)
+
+
 def _summary_html(s: dict[str, Any]) -> str:
     jump = s.get("attractor_jump")
     rows = [["attractor task", s["attractor_task"]],
@@ -209,6 +214,8 @@ def _summary_html(s: dict[str, Any]) -> str:
     if near:
         rows.append(["... with the causal onset (on the attractor task) within one snapshot of the jump",
                      _near_text(near)])
+    if truth.get("by_threshold"):
+        rows.append(["... the same at other |corr| cuts", _sweep_text(truth["by_threshold"])])
     v = s["subject_number_vs_jump"]
     rows.append(["broader: selected latents whose best label is the subject's number at any position: "
                  "causal onset vs. the jump",
@@ -302,6 +309,8 @@ def summary_text(s: dict[str, Any]) -> str:
         lines.append(f"[report] ground truth: {len(truth['latents'])} latents carry the subject's number at the "
                      f"attractor noun" + (f"; causal onset within one snapshot of the jump: {near['within']} of "
                                           f"{near['n']}" if near else ""))
+        if truth.get("by_threshold"):
+            lines.append(f"[report] ... by |corr| cut: {_sweep_text(truth['by_threshold'])}")
         lines.append(f"[report] broader, subject-number labels at any position ({v['labelled']} labelled): causal "
                      f"onset before the jump {v['before']}, at it {v['at']}, after {v['after']}")
         near = s.get("subject_number_onset_near_jump")

@@ -156,6 +156,14 @@ def test_report_renders_in_chromium(tmp_path, chromium):
     assert carried[0]["subj_corr"] < -0.9 and abs(carried[0]["attr_corr"]) < abs(carried[0]["subj_corr"])
     assert carried[0]["causal_onset"] == "step30" and carried[0]["vs_jump"] == "at"
     assert truth["near_jump"]["within"] >= 1
+    # the sweep over |corr| cuts: the looser the cut, the more latents; at the report's own cut, its count
+    sweep = truth["by_threshold"]
+    assert [x["threshold"] for x in sweep] == sorted(x["threshold"] for x in sweep)
+    assert all(set(b["latents"]) <= set(a["latents"]) for a, b in zip(sweep, sweep[1:]))
+    own = next(x for x in sweep if x["threshold"] == summary["label_threshold"])
+    assert sorted(own["latents"]) == sorted(carried) and own["within"] == truth["near_jump"]["within"]
+    from crosscoder_jax.report import render
+    assert f'{own["threshold"]}: {own["within"]} of {own["n"]}' in render.summary_text(summary)
 
     dom = _chromium(chromium, (out / "report.html").as_uri(), tmp_path / "chrome1", "--dump-dom")
     n_img = html.count("<img ")
