@@ -1,22 +1,13 @@
 """Shared fixtures: a small planted-feature store and a small training config."""
 
-import atexit
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-# Child processes of one pytest worker (kill and resume, launch scripts, two-host runs) compile the
-# same steps again and again; a persistent XLA cache private to this worker (so no two writers race on
-# one file) and emptied at exit lets the later ones load them (the suite's slowest subprocess tests
-# run about 7% faster). Never set in the parent: the in-process tests keep jax's own in-memory cache.
-_JAX_CACHE = tempfile.mkdtemp(prefix=f"crosscoder_jax_cache_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_")
-atexit.register(shutil.rmtree, _JAX_CACHE, True)
 
 
 def _planted(tmp_path_factory, n_checkpoints: int, seed: int):
@@ -63,7 +54,5 @@ def subprocess_env(**extra):
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("XLA_FLAGS", None)
-    env.setdefault("JAX_COMPILATION_CACHE_DIR", _JAX_CACHE)
-    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
     env.update(extra)
     return env
