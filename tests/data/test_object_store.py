@@ -53,7 +53,10 @@ def _harvest_cmd(out, series):
             "--config.batch_size=4", "--config.progress=False", "--config.dtype=bfloat16"]
 
 
+@pytest.mark.slow
 def test_harvest_kill_resume_train_on_s3(s3, tmp_path):
+    """Slow (45 s): the default suite keeps kill and resume of a local harvest (test_harvest) and the
+    store's reads and writes on the S3 server (test_missing_object_is_named)."""
     series = [tiny_gpt_neox(tmp_path / f"step{i}", seed=i) for i in range(2)]
     env = subprocess_env(**s3)
     url = f"s3://{BUCKET}/runs/store"
