@@ -49,6 +49,30 @@ def _concat(parts: list) -> np.ndarray | jax.Array:
     return np.concatenate(parts) if isinstance(parts[0], np.ndarray) else jnp.concatenate(parts)
 
 
+class _Window:
+    """The chunks of one mixing window, read whole; rows are addressed by their position in the
+    chunks joined in order."""
+
+    def __init__(self, ids: Sequence[int], chunks: list):
+        self.ids, self.chunks = list(ids), chunks
+        self.starts = np.cumsum([0] + [len(c) for c in chunks])
+        # device arrays (a live store's window): joined once where they are, gathered there
+        self.joined = None if isinstance(chunks[0], np.ndarray) else _concat(chunks)
+
+    def take(self, pos: np.ndarray) -> tuple[np.ndarray | jax.Array, np.ndarray]:
+        """Rows at positions `pos` [n] of the joined window, and the chunk id of each."""
+        j = np.searchsorted(self.starts, pos, side="right") - 1
+        chunk_of_row = np.asarray(self.ids, np.int32)[j]
+        if self.joined is not None:
+            return self.joined[jnp.asarray(pos)], chunk_of_row
+        first = self.chunks[0]
+        out = np.empty((len(pos),) + first.shape[1:], first.dtype)
+        for c in np.unique(j):
+            sel = j == c
+            out[sel] = self.chunks[c][pos[sel] - self.starts[c]]
+        return out, chunk_of_row
+
+
 class StoreReader:
     """Iterator over batches of a store, starting at batch `position`.
 
@@ -96,36 +120,40 @@ class StoreReader:
                 yield ids, sum(b - a for a, b in map(self.store.chunk_rows, ids))
             epoch += 1
 
-    def _shard_rows(self, shard: int, start_row: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Shuffled windows (acts, chunk ids) of `shard`, the first one cut to begin at start_row."""
+    def _shard_windows(self, shard: int, start_row: int) -> Iterator[tuple["_Window", np.ndarray]]:
+        """Windows of `shard` as (window, positions): the window's chunks as read and the order its
+        rows are drawn in (a permutation of the window's joined rows), the first one cut to begin
+        at start_row. The rows are never copied as a whole: batches gather theirs (`_Window.take`)."""
         offset = 0
         for n, (ids, rows) in enumerate(self._windows(shard)):
             if offset + rows <= start_row:
                 offset += rows
                 continue
-            chunks = self.store.read_chunks(ids, self.columns)
-            acts = _concat(chunks)
-            chunk_of_row = np.concatenate([np.full(len(c), i, np.int32) for c, i in zip(chunks, ids)])
+            window = _Window(ids, self.store.read_chunks(ids, self.columns))
             order = _rng(self.seed, shard, n, 1).permutation(rows)
             skip = max(0, start_row - offset)
             offset += rows
-            yield acts[order[skip:]], chunk_of_row[order[skip:]]
+            yield window, order[skip:]
 
     def _shard_batches(self, shard: int, start: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        pending_a: list[np.ndarray] = []
-        pending_c: list[np.ndarray] = []
+        pending: list[tuple[_Window, np.ndarray]] = []  # rows not yet handed out, window by window
         have = 0
-        for acts, chunk in self._shard_rows(shard, start * self.sub_batch):
-            pending_a.append(acts)
-            pending_c.append(chunk)
-            have += len(acts)
-            if have < self.sub_batch:
-                continue
-            a, c = _concat(pending_a), np.concatenate(pending_c)
-            cut = (have // self.sub_batch) * self.sub_batch
-            for i in range(0, cut, self.sub_batch):
-                yield a[i:i + self.sub_batch], c[i:i + self.sub_batch]
-            pending_a, pending_c, have = [a[cut:]], [c[cut:]], have - cut
+        for window, pos in self._shard_windows(shard, start * self.sub_batch):
+            pending.append((window, pos))
+            have += len(pos)
+            while have >= self.sub_batch:
+                need, parts = self.sub_batch, []
+                while need:
+                    w, p = pending[0]
+                    parts.append(w.take(p[:need]))
+                    if len(p) > need:
+                        pending[0] = (w, p[need:])
+                        need = 0
+                    else:
+                        pending.pop(0)
+                        need -= len(p)
+                have -= self.sub_batch
+                yield _concat([a for a, _ in parts]), np.concatenate([c for _, c in parts])
 
     def _batches(self, start: int) -> Iterator[Batch]:
         streams = [self._shard_batches(s, start) for s in self.shards]
