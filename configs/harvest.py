@@ -9,7 +9,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoints = ""           # comma list: revisions of `model`, directories, or name=source@revision
     c.layer = 8                  # output of block `layer` (0-based; the paper's "layer 8")
     c.out = ""                   # store directory; rerunning resumes it
-    c.tokens = ml_collections.ConfigDict({"kind": "synthetic", "path": "", "field": "text", "seed": 0})
+    # p_novel (synthetic only): share of animate nouns drawn from the novel nouns (0: the language without them)
+    c.tokens = ml_collections.ConfigDict({"kind": "synthetic", "path": "", "field": "text", "seed": 0,
+                                          "p_novel": 0.0})
     c.n_contexts = 1024
     c.context_len = 128
     c.drop_bos = True            # drop the first position of every context (the paper does)

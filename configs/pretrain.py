@@ -28,6 +28,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.halt_after = 0  # >0: stop (as if killed) after this many steps of this invocation
     c.n_pairs = 256  # minimal pairs per task, written to <workdir>/tasks/
     c.task_seed = 1234  # seed of the minimal-pair stream (held out from the corpus stream)
+    # Ground truth by construction: the novel nouns (synthetic/vocab.py NOVEL_NOUNS) never occur in the
+    # batches before novel_from_step, then make up grammar.p_novel of the animate nouns; checkpoints are
+    # also saved at these offsets after that step (0: the last checkpoint without them), where the
+    # novel-noun task's accuracy jumps. grammar.p_novel = 0 turns the construction off.
+    c.novel_from_step = 1000
+    c.novel_checkpoints = "0,8,16,32,64,128,256"
 
     c.model = ml_collections.ConfigDict(dict(  # transformers.GPTNeoXConfig fields
         hidden_size=96, num_hidden_layers=2, num_attention_heads=4, intermediate_size=384,
@@ -37,6 +43,6 @@ def get_config() -> ml_collections.ConfigDict:
     # model first learns "agree with the nearest noun" (attractor tasks fall below chance) and only
     # later agreement with the subject (the jump), as Pythia does on BLiMP's distractor tasks.
     c.grammar = ml_collections.ConfigDict(dict(
-        p_pp=0.05, p_orc=0.03, p_src=0.02, p_mismatch=0.5, p_the=0.5,
+        p_pp=0.05, p_orc=0.03, p_src=0.02, p_mismatch=0.5, p_the=0.5, p_novel=0.25,
     ))
     return c

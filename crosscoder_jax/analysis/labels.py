@@ -32,13 +32,18 @@ def property_table(ann: dict[str, list]) -> tuple[list[str], np.ndarray]:
     `subj_attr_differ`, `subj_attr_same`, `number==sg|pl`, `role==R` for every grammar role,
     `role==R&number==sg|pl` for the noun, determiner, verb and reflexive roles, and
     `role==R&subj_number==sg|pl` for the roles between the subject and its verb (prep, det_attr,
-    attr, rel, verb_rc), where the subject's number has to be carried across an attractor.
+    attr, rel, verb_rc), where the subject's number has to be carried across an attractor, and the
+    novel nouns' (`vocab.NOVEL_NOUNS`): `novel`, `novel&number==sg|pl` (the token is a novel noun of
+    that number), `subj_novel&subj_number==sg|pl` (the sentence's subject is a novel noun of that
+    number, from the subject on). Annotations without the novel fields count no token as novel.
     """
 
     role = np.asarray(ann["role"], object)
     num = np.asarray(ann["number"], object)
     sn = np.asarray(ann["subj_number"], object)
     an = np.asarray(ann["attr_number"], object)
+    nov = np.asarray(ann.get("novel", [False] * len(role)), bool)
+    snov = np.asarray(ann.get("subj_novel", [False] * len(role)), bool)
     cols: dict[str, np.ndarray] = {}
     for v in ("sg", "pl"):
         cols[f"subj_number=={v}"] = sn == v
@@ -58,6 +63,11 @@ def property_table(ann: dict[str, list]) -> tuple[list[str], np.ndarray]:
     for r in _CARRIER_ROLES:
         for v in ("sg", "pl"):
             cols[f"role=={r}&subj_number=={v}"] = (role == r) & (sn == v)
+    cols["novel"] = nov
+    for v in ("sg", "pl"):
+        cols[f"novel&number=={v}"] = nov & (num == v)
+    for v in ("sg", "pl"):
+        cols[f"subj_novel&subj_number=={v}"] = snov & (sn == v)
     names = list(cols)
     return names, np.stack([cols[n] for n in names], axis=1).astype(bool)
 
@@ -86,7 +96,8 @@ def token_properties(tokens_N: np.ndarray, positions_N: np.ndarray, bos_dropped:
         names, table = property_table(ann)
         blocks.append(table)
     if names is None:
-        names, _ = property_table({k: [] for k in ("role", "number", "subj_number", "attr_number", "sentence")})
+        names, _ = property_table({k: [] for k in ("role", "number", "subj_number", "attr_number", "sentence",
+                                                   "novel", "subj_novel")})
         return names, np.zeros((0, len(names)), bool)
     return names, np.concatenate(blocks, axis=0)
 
@@ -136,6 +147,13 @@ def label_latents(f_NF: np.ndarray, props_NK: np.ndarray, names: Sequence[str],
                   threshold: float = LABEL_THRESHOLD) -> list[dict[str, Any]]:
     """`best_labels(correlations(f, props), names)`: one dict per latent."""
     return best_labels(correlations(f_NF, props_NK), names, threshold)
+
+
+def is_novel_number(prop: str | None) -> bool:
+    """True for labels about a novel noun's number: the noun's own (`novel&number==v`) or its
+    sentence's subject's (`subj_novel&subj_number==v`): the features of the construction that
+    pretraining withholds until a known step."""
+    return bool(prop) and prop.startswith(("novel&number==", "subj_novel&subj_number=="))
 
 
 def is_subject_number(prop: str | None) -> bool:

@@ -1,7 +1,8 @@
 """Token sources for harvesting: fixed-length contexts `int32 [n_contexts, context_len]`.
 
 Kinds (`config.tokens.kind`):
-  synthetic  the synthetic agreement language (`grammar.batch`), seeded by `tokens.seed`
+  synthetic  the synthetic agreement language (`grammar.batch`), seeded by `tokens.seed`, with novel
+             nouns for a share `tokens.p_novel` of the animate nouns (0: none)
   text       plain-text files, one document per file (`tokens.path`: a file, a glob, or a comma list)
   jsonl      JSON-lines files, the document in field `tokens.field` (default "text")
   npy        a pre-tokenised integer array: [n, >= context_len] rows, or a flat [n_tokens] stream
@@ -39,11 +40,17 @@ def describe(tokens) -> dict[str, Any]:
     d = {"kind": tokens.kind}
     if tokens.kind == "synthetic":
         d["seed"] = int(tokens.seed)
+        if _p_novel(tokens):  # recorded only when used: stores harvested before it resume as they were
+            d["p_novel"] = _p_novel(tokens)
     else:
         d["paths"] = [str(p.resolve()) for p in expand_paths(tokens.path)]
     if tokens.kind == "jsonl":
         d["field"] = tokens.field
     return d
+
+
+def _p_novel(tokens) -> float:
+    return float(tokens.get("p_novel", 0.0) or 0.0)
 
 
 def _documents(tokens) -> Iterator[str]:
@@ -87,7 +94,8 @@ def contexts(tokens, tokenizer, n_contexts: int, context_len: int, skip: int = 0
         from crosscoder_jax.synthetic import grammar
 
         # The synthetic stream is indexed by draw: `skip` picks another, independent draw.
-        return grammar.batch(int(tokens.seed), skip, n_contexts, context_len)
+        return grammar.batch(int(tokens.seed), skip, n_contexts, context_len,
+                             grammar.GrammarConfig(p_novel=_p_novel(tokens)))
     if tokens.kind == "npy":
         (path,) = expand_paths(tokens.path)
         arr = np.load(path)

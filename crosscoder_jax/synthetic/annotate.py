@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from crosscoder_jax.synthetic.vocab import BOS, EOS, NONE, PAD, SPECIALS, VOCAB, WORD_INFO
+from crosscoder_jax.synthetic.vocab import BOS, EOS, NONE, NOVEL_WORDS, PAD, SPECIALS, VOCAB, WORD_INFO
 
 # ---------------------------------------------------------------------------------------------
 # Annotation of any token sequence
@@ -48,6 +48,8 @@ def annotate(tokens: Sequence[int] | Sequence[str] | str) -> dict[str, list]:
       attr_number: number of the sentence's attractor, from the attractor noun to the period
                    ("" where none or not yet seen)
       sentence:    index of the sentence the token belongs to (-1 for specials)
+      novel:       the token is a novel noun (`vocab.NOVEL_NOUNS`)
+      subj_novel:  the sentence's subject is a novel noun, from the subject head noun to the period
     """
     if isinstance(tokens, str):
         tokens = tokens.split()
@@ -55,6 +57,8 @@ def annotate(tokens: Sequence[int] | Sequence[str] | str) -> dict[str, list]:
     n = len(words)
     role, number = ["other"] * n, [NONE] * n
     subj_num, attr_num, sent = [NONE] * n, [NONE] * n, [-1] * n
+    novel = [w in NOVEL_WORDS for w in words]
+    subj_novel = [False] * n
 
     def close(idx: list[int]) -> None:
         """Resolves phrase numbers of one sentence (token positions idx) and fills its fields."""
@@ -77,6 +81,7 @@ def annotate(tokens: Sequence[int] | Sequence[str] | str) -> dict[str, list]:
         for i in idx:
             if "subj" in r and i >= r["subj"]:
                 subj_num[i] = s_num
+                subj_novel[i] = novel[r["subj"]]
             if "attr" in r and i >= r["attr"]:
                 attr_num[i] = a_num
 
@@ -106,4 +111,4 @@ def annotate(tokens: Sequence[int] | Sequence[str] | str) -> dict[str, list]:
     if cur:
         close(cur)
     return {"role": role, "number": number, "subj_number": subj_num, "attr_number": attr_num,
-            "sentence": sent}
+            "sentence": sent, "novel": novel, "subj_novel": subj_novel}

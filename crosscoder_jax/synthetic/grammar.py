@@ -12,6 +12,10 @@ Sentences (one grammar, sampled with seeded mixture weights, see `GrammarConfig`
                                    attractor; the reflexive ("himself" / "themselves") agrees with the
                                    subject in number (and with the noun's fixed gender)
 
+Novel nouns (`vocab.NOVEL_NOUNS`, "robot/robots") are drawn for a share `p_novel` of the animate
+nouns; with `p_novel = 0` (the default) they never occur, which is how the pretraining withholds
+them until a known step.
+
 Phenomena: regular, irregular ("man/men", "mouse/mice") and invariant ("sheep/sheep", number only
 from the determiner) plurals; singular-only (a/an, this, every, one), plural-only (these, several,
 two, many) and neutral ("the") determiners; attractor nouns of either number inside PPs and relative
@@ -33,8 +37,8 @@ from typing import Iterator
 import numpy as np
 
 from crosscoder_jax.synthetic.vocab import (ADJS, ANIMATE_NOUNS, BOS_ID, COPULA, DETS, INANIMATE_NOUNS, INTR_ANIMATE,
-                                            INTR_INANIMATE, INVARIANT_NOUNS, IRREGULAR_NOUNS, NONE, PERIOD, PL, PREPS,
-                                            REL, SG, TRANSITIVE, VOWELS, WORD_INFO, WORD_TO_ID, Noun,
+                                            INTR_INANIMATE, INVARIANT_NOUNS, IRREGULAR_NOUNS, NONE, NOVEL_NOUNS, PERIOD,
+                                            PL, PREPS, REL, SG, TRANSITIVE, VOWELS, WORD_INFO, WORD_TO_ID, Noun,
                                             reflexive)
 
 # ---------------------------------------------------------------------------------------------
@@ -61,6 +65,7 @@ class GrammarConfig:
     vp_weights: tuple[float, float, float, float] = (0.35, 0.3, 0.2, 0.15)
     p_irregular: float = 0.15  # share of animate subjects / attractors that are irregular nouns
     p_invariant: float = 0.07  # ... that are invariant nouns ("sheep")
+    p_novel: float = 0.0  # share of animate noun draws that are novel nouns (`vocab.NOVEL_NOUNS`); 0: never
 
 
 # A token of a sampled sentence: (word, role, number). Roles: det_subj subj prep det_attr attr rel
@@ -89,6 +94,9 @@ def _pick_noun(rng: random.Random, cfg: GrammarConfig, animate: bool | None) -> 
         animate = rng.random() < 0.7
     if not animate:
         return rng.choice(INANIMATE_NOUNS)
+    # no draw at all when p_novel is 0, so a language without novel nouns samples as it always did
+    if cfg.p_novel > 0 and rng.random() < cfg.p_novel:
+        return rng.choice(NOVEL_NOUNS)
     u = rng.random()
     if u < cfg.p_invariant:
         return rng.choice(INVARIANT_NOUNS)
@@ -98,7 +106,9 @@ def _pick_noun(rng: random.Random, cfg: GrammarConfig, animate: bool | None) -> 
 
 
 def _det(rng: random.Random, cfg: GrammarConfig, noun: Noun, number: str,
-         force_marked: bool = False) -> str:
+         force_marked: bool = False, det: str | None = None) -> str:
+    if det is not None:
+        return det
     if noun.kind == "invariant":
         force_marked = True  # the determiner is the only number cue
     if not force_marked and rng.random() < cfg.p_the:
@@ -111,8 +121,8 @@ def _det(rng: random.Random, cfg: GrammarConfig, noun: Noun, number: str,
 
 
 def noun_phrase(rng: random.Random, cfg: GrammarConfig, noun: Noun, number: str, det_role: str,
-                noun_role: str, force_marked: bool = False) -> list[Token]:
-    det = _det(rng, cfg, noun, number, force_marked)
+                noun_role: str, force_marked: bool = False, det: str | None = None) -> list[Token]:
+    det = _det(rng, cfg, noun, number, force_marked, det)
     return [(det, det_role, WORD_INFO[det][1]), (noun.form(number), noun_role, number)]
 
 
@@ -123,7 +133,7 @@ def _verb(pair: tuple[str, str], number: str, role: str) -> Token:
 def sample_sentence(rng: random.Random, cfg: GrammarConfig = GrammarConfig(), *,
                     structure: str | None = None, subj_number: str | None = None,
                     attr_number: str | None = None, subj_noun: Noun | None = None,
-                    vp: str | None = None) -> Sentence:
+                    vp: str | None = None, subj_det: str | None = None) -> Sentence:
     """One sentence; keyword arguments pin parts of it (used by the minimal-pair builders)."""
     if structure is None:
         u = rng.random()
@@ -138,7 +148,7 @@ def sample_sentence(rng: random.Random, cfg: GrammarConfig = GrammarConfig(), *,
         attr_number = None
     if subj_noun is None:
         subj_noun = _pick_noun(rng, cfg, animate=True if structure in ("orc", "src") else None)
-    toks = noun_phrase(rng, cfg, subj_noun, subj_number, "det_subj", "subj")
+    toks = noun_phrase(rng, cfg, subj_noun, subj_number, "det_subj", "subj", det=subj_det)
     if structure == "pp":
         toks.append((rng.choice(PREPS), "prep", NONE))
         toks += noun_phrase(rng, cfg, _pick_noun(rng, cfg, None), attr_number, "det_attr", "attr")

@@ -31,7 +31,7 @@ def _flip(number: str) -> str:
 
 
 def _agreement(structure: str, nouns: list[v.Noun] | None, answer_role: str,
-               mismatch: bool | None) -> Callable:
+               mismatch: bool | None, subj_det: str | None = None) -> Callable:
     def build(rng: random.Random, cfg: g.GrammarConfig, subj_number: str):
         noun = rng.choice(nouns) if nouns else None
         attr = None
@@ -39,7 +39,7 @@ def _agreement(structure: str, nouns: list[v.Noun] | None, answer_role: str,
             attr = _flip(subj_number) if mismatch else subj_number
         vp = rng.choice(("intr", "cop")) if answer_role == "verb" else None
         s = g.sample_sentence(rng, cfg, structure=structure, subj_number=subj_number,
-                              attr_number=attr, subj_noun=noun, vp=vp)
+                              attr_number=attr, subj_noun=noun, vp=vp, subj_det=subj_det)
         return s, [r for _, r, _ in s.tokens].index(answer_role)
     return build
 
@@ -83,8 +83,13 @@ TASKS: dict[str, tuple[str, Callable]] = {
                            _det_noun),
     "reflexive_agreement": ("reflexive agrees with the subject: 'the authors hurt' -> "
                             "' themselves'", _reflexive),
+    "novel_noun_agreement": ("a novel noun, withheld from pretraining until a known step, as the "
+                             "subject, number only from the noun: 'the robots' -> ' are'",
+                             _agreement("simple", v.NOVEL_NOUNS, "verb", None, subj_det="the")),
 }
 ATTRACTOR_TASK = "across_pp_attractor"
+NOVEL_TASK = "novel_noun_agreement"  # the task of the construction withheld until a known step
+BASE_TASKS = [t for t in TASKS if t != NOVEL_TASK]  # a language without novel nouns has no novel task
 
 
 def _answer_alternative(tok: g.Token) -> str:
@@ -137,11 +142,12 @@ def make_pairs(task: str, n: int = 256, seed: int = 1234,
 
 def write_tasks(directory: str | os.PathLike, n: int = 256, seed: int = 1234,
                 tasks: list[str] | None = None) -> dict[str, Path]:
-    """Writes `<directory>/<task>.jsonl` for every task (and `tasks.json` with descriptions)."""
+    """Writes `<directory>/<task>.jsonl` for every task of `tasks` (default: all but the novel-noun
+    task) and `tasks.json` with descriptions."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     out = {}
-    for name in tasks or list(TASKS):
+    for name in tasks or BASE_TASKS:
         path = directory / f"{name}.jsonl"
         with open(path, "w") as fh:
             for p in make_pairs(name, n, seed):

@@ -2,6 +2,11 @@
 gender and kind, determiners, verbs, prepositions, adjectives, reflexives), every word's category
 and number (`WORD_INFO`), token ids, and the word-level tokenizer files.
 
+`NOVEL_NOUNS` are regular animate nouns that the pretraining can withhold until a chosen step
+(`grammar.GrammarConfig.p_novel`, `configs/pretrain.py: novel_from_step`): until then their tokens
+never occur, so nothing about them (their number in particular) can be learned before it. Their
+words come last in the vocabulary, so every other word keeps its id.
+
 Tokens are whole words (a `tokenizers` WordLevel model with a whitespace pre-tokenizer): `" is"` and
 `"is"` are the same single token, so `prefix + " " + answer` tokenizes as the prefix's tokens plus one
 answer token. The tokenizer prepends `<bos>` (id 1). The grammar (`grammar`) and the annotation
@@ -63,9 +68,13 @@ INANIMATE_NOUNS = _nouns(
     "key/keys/n picture/pictures/n book/books/n box/boxes/n door/doors/n letter/letters/n "
     "road/roads/n cabinet/cabinets/n table/tables/n house/houses/n car/cars/n window/windows/n "
     "bridge/bridges/n", False, "regular")
+NOVEL_NOUNS = _nouns(
+    "robot/robots/n wizard/wizards/m pirate/pirates/m alien/aliens/n knight/knights/m "
+    "queen/queens/f giant/giants/m ghost/ghosts/n monk/monks/m clown/clowns/m chef/chefs/f "
+    "judge/judges/f baker/bakers/m tiger/tigers/n rabbit/rabbits/n witch/witches/f", True, "regular")
+# ALL_NOUNS keeps the original lexicon (its order fixes the token ids); LEXICON_NOUNS adds the novel ones
 ALL_NOUNS = ANIMATE_NOUNS + IRREGULAR_NOUNS + INVARIANT_NOUNS + INANIMATE_NOUNS
-SUBJECT_NOUNS = ALL_NOUNS
-ANIMATES = ANIMATE_NOUNS + IRREGULAR_NOUNS + INVARIANT_NOUNS
+LEXICON_NOUNS = ALL_NOUNS + NOVEL_NOUNS
 
 DETS = {SG: ("a", "an", "this", "every", "one"), PL: ("these", "several", "two", "many"),
         NONE: ("the",)}
@@ -98,6 +107,8 @@ def _build_vocab() -> list[str]:
     for v in ALL_VERBS:
         words += list(v)
     words += list(PREPS) + list(ADJS) + list(dict.fromkeys(REFL.values()))
+    for n in NOVEL_NOUNS:  # last: the ids of the original vocabulary do not move
+        words += [n.sg, n.pl]
     return list(dict.fromkeys(words))
 
 
@@ -111,7 +122,7 @@ def _word_info() -> dict[str, tuple[str, str]]:
     for number, dets in DETS.items():
         for d in dets:
             info[d] = ("det", number)
-    for n in ALL_NOUNS:
+    for n in LEXICON_NOUNS:
         if n.sg == n.pl:
             info[n.sg] = ("noun", NONE)
         else:
@@ -129,8 +140,9 @@ def _word_info() -> dict[str, tuple[str, str]]:
 
 WORD_INFO = _word_info()
 NOUN_BY_FORM: dict[str, Noun] = {}
-for _n in ALL_NOUNS:
+for _n in LEXICON_NOUNS:
     NOUN_BY_FORM[_n.sg] = NOUN_BY_FORM[_n.pl] = _n
+NOVEL_WORDS = frozenset(w for n in NOVEL_NOUNS for w in (n.sg, n.pl))
 
 
 def encode(text: str | Sequence[str], add_bos: bool = True) -> list[int]:

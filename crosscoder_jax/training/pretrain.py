@@ -13,7 +13,12 @@
       orbax/                      resume state (params, optimizer, step); the same command continues
 
 The data of step s is `grammar.batch(seed, s, ...)`, a pure function, so a resumed run sees the
-same batches as an uninterrupted one.
+same batches as an uninterrupted one. With `grammar.p_novel > 0` the novel nouns
+(`vocab.NOVEL_NOUNS`) are withheld until `novel_from_step`: the batches of the steps before it are
+the language without them (their tokens never occur), those from it on draw them for a share
+`p_novel` of the animate nouns; extra checkpoints follow that step (`novel_checkpoints`), and the
+task `novel_noun_agreement` is written and evaluated. The checkpoint named step<X> is the last that
+never saw a novel noun.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import flax
 import jax
@@ -45,12 +50,42 @@ class TrainState:
     opt_state: Any
 
 
-def checkpoint_steps(total: int, n: int) -> list[int]:
-    """`step0` plus about `n - 1` log-spaced steps up to and including `total`."""
+def checkpoint_steps(total: int, n: int, extra: Sequence[int] = ()) -> list[int]:
+    """`step0` plus about `n - 1` log-spaced steps up to and including `total`, plus the `extra`
+    steps that lie in [0, total]; a log-spaced step within 5% of an extra one gives way to it (two
+    snapshots a few steps apart would hold nearly the same model)."""
+    more = {int(s) for s in extra if 0 <= int(s) <= total}
     if n <= 1 or total <= 0:
-        return sorted({0, total})
-    steps = np.unique(np.round(np.geomspace(1, total, n - 1)).astype(int))
-    return sorted({0, total, *map(int, steps)})
+        return sorted({0, total} | more)
+    steps = {int(s) for s in np.unique(np.round(np.geomspace(1, total, n - 1)).astype(int))}
+    steps = {s for s in steps if s == total or not any(abs(s - e) <= 0.05 * e for e in more)}
+    return sorted({0, total} | steps | more)
+
+
+def _offsets(spec: str) -> list[int]:
+    return [int(x) for x in str(spec).split(",") if x.strip()]
+
+
+def novel_from(config) -> int | None:
+    """The step from which the batches draw novel nouns; None when the language never has them."""
+    return int(config.novel_from_step) if float(config.grammar.get("p_novel", 0.0)) > 0 else None
+
+
+def grammar_at(config, step: int) -> grammar.GrammarConfig:
+    """The language of the batch of `step`: without novel nouns before `novel_from_step`."""
+    fields = dict(config.grammar)
+    x = novel_from(config)
+    if x is None or step < x:
+        fields["p_novel"] = 0.0
+    return grammar.GrammarConfig(**fields)
+
+
+def save_steps_of(config) -> list[int]:
+    """Steps whose checkpoints are saved: log-spaced, plus `novel_checkpoints` offsets after the
+    novel nouns' introduction (the offset 0 is the last checkpoint without them)."""
+    x = novel_from(config)
+    extra = [x + o for o in _offsets(config.novel_checkpoints)] if x is not None else []
+    return checkpoint_steps(config.steps, config.n_checkpoints, extra)
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
@@ -130,10 +165,6 @@ def make_pair_eval(lm_static: models.LM, pb: PairBatch):
 # ---------------------------------------------------------------------------------------------
 
 
-def _grammar_config(config) -> grammar.GrammarConfig:
-    return grammar.GrammarConfig(**dict(config.grammar))
-
-
 def model_config(config):
     fields = dict(config.model)
     fields.setdefault("vocab_size", len(vocab.VOCAB))
@@ -161,10 +192,10 @@ def run(config) -> Path:
     ckpt_dir = workdir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     vocab.save_tokenizer(workdir / "tokenizer")
-    task_files = pairs.write_tasks(workdir / "tasks", n=config.n_pairs,
-                                           seed=config.task_seed)
+    names = pairs.BASE_TASKS + ([pairs.NOVEL_TASK] if novel_from(config) is not None else [])
+    task_files = pairs.write_tasks(workdir / "tasks", n=config.n_pairs, seed=config.task_seed, tasks=names)
     task_pairs = {name: pairs.read_pairs(p) for name, p in task_files.items()}
-    gcfg = _grammar_config(config)
+    gcfg = grammar_at(config, config.steps)  # the final language: validation loss
     log = MetricsLog(workdir / "metrics.jsonl")
 
     mcfg = model_config(config)
@@ -186,7 +217,7 @@ def run(config) -> Path:
     val_ids = jnp.asarray(grammar.batch(config.seed + 10_000, 0, 64, config.seq_len, gcfg))
     val_loss = jax.jit(lambda p: lm_loss(lm, p, val_ids))
     tokens_per_step = config.batch_size * config.seq_len
-    save_steps = checkpoint_steps(config.steps, config.n_checkpoints)
+    save_steps = save_steps_of(config)
 
     curves_path = workdir / "task_curves.json"
     records = json.loads(curves_path.read_text())["checkpoints"] if curves_path.exists() else []
@@ -202,8 +233,11 @@ def run(config) -> Path:
         records[:] = [r for r in records if r["step"] != step] + [rec]
         records.sort(key=lambda r: r["step"])
         names = list(task_pairs)
+        x = novel_from(config)
         _write_json(curves_path, {
             "chance": 0.5, "tasks": names, "attractor_task": pairs.ATTRACTOR_TASK,
+            **({"novel": {"task": pairs.NOVEL_TASK, "from_step": x, "p_novel": float(config.grammar.p_novel),
+                          "words": sorted(vocab.NOVEL_WORDS)}} if x is not None else {}),
             "metric": "accuracy = mean(logit[clean] > logit[patch]); logit_diff = mean(logit["
                       "clean] - logit[patch]) at the last prefix position",
             "checkpoints": records, "curves": _curves_table(records, names)})
@@ -224,7 +258,7 @@ def run(config) -> Path:
     t0, step, halted = time.time(), start, False
     last_log_t, last_log_step = t0, start
     while step < config.steps:
-        ids = grammar.batch(config.seed, step, config.batch_size, config.seq_len, gcfg)
+        ids = grammar.batch(config.seed, step, config.batch_size, config.seq_len, grammar_at(config, step))
         state, metrics = train_step(state, ids)
         step += 1
         bar.update(1)

@@ -105,8 +105,9 @@ def test_minimal_pair_files(tmp_path):
 
     vocab.save_tokenizer(tmp_path / "tok")
     tok = AutoTokenizer.from_pretrained(str(tmp_path / "tok"))
-    paths = gp.write_tasks(tmp_path / "tasks", n=60, seed=7)
-    assert set(paths) == set(gp.TASKS)
+    assert set(gp.write_tasks(tmp_path / "base", n=4, seed=7)) == set(gp.BASE_TASKS)  # no novel task by default
+    paths = gp.write_tasks(tmp_path / "tasks", n=60, seed=7, tasks=list(gp.TASKS))
+    assert set(paths) == set(gp.TASKS) and gp.NOVEL_TASK in paths
     index = json.loads((tmp_path / "tasks" / "tasks.json").read_text())
     assert set(index) == set(gp.TASKS)
     for name, path in paths.items():
@@ -144,3 +145,31 @@ def test_minimal_pair_files(tmp_path):
     assert abs(sum(p["subject_number"] == "sg" for p in pp) - len(pp) / 2) <= 1
     other = gp.make_pairs("across_pp_attractor", 60, seed=8)
     assert [p["clean_prefix"] for p in other] != [p["clean_prefix"] for p in pp]
+
+
+def test_novel_nouns_come_last_and_only_when_asked():
+    novel_ids = {vocab.WORD_TO_ID[w] for w in vocab.NOVEL_WORDS}
+    others = {vocab.WORD_TO_ID[w] for w in vocab.VOCAB if w not in vocab.NOVEL_WORDS}
+    assert len(novel_ids) == 2 * len(vocab.NOVEL_NOUNS) and min(novel_ids) > max(others)  # old ids unchanged
+    plain = g.batch(3, 0, 64, 32)
+    assert not np.isin(plain, list(novel_ids)).any()
+    assert np.array_equal(plain, g.batch(3, 0, 64, 32, g.GrammarConfig(p_novel=0.0)))
+    mixed = g.batch(3, 0, 64, 32, g.GrammarConfig(p_novel=0.3))
+    hit = np.isin(mixed, list(novel_ids))
+    assert hit.mean() > 0.01
+    for row in mixed[hit.any(axis=1)][:8]:
+        ann = annotate.annotate(row.tolist())
+        for i, t in enumerate(row):
+            if int(t) in novel_ids:
+                assert ann["novel"][i] and ann["role"][i] in ("subj", "attr", "obj", "other")
+        subj_at = {ann["sentence"][i]: i for i, r in enumerate(ann["role"]) if r == "subj"}
+        for i in range(len(row)):
+            k = ann["sentence"][i]
+            expect = k in subj_at and i >= subj_at[k] and ann["novel"][subj_at[k]]
+            assert ann["subj_novel"][i] == expect
+    # the novel task: "the" + a novel noun, so the noun alone carries the number
+    for p in gp.make_pairs(gp.NOVEL_TASK, 40, seed=1):
+        words = p["clean_prefix"].split()
+        assert words[0] == "the" and words[1] in vocab.NOVEL_WORDS and len(words) == 2
+        ann = p["annotation"]
+        assert ann["novel"][2] and ann["subj_novel"][2] and not ann["novel"][1]

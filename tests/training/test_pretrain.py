@@ -40,6 +40,22 @@ def test_checkpoint_steps_are_log_spaced():
     assert (gaps[1:] >= gaps[:-1]).all()  # gaps grow
 
 
+def test_novel_nouns_are_withheld_until_their_step():
+    c = _config("/unused", steps=40, n_checkpoints=6, novel_from_step=20, novel_checkpoints="0,2,5")
+    c.grammar.p_novel = 0.5
+    novel_ids = [vocab.WORD_TO_ID[w] for w in vocab.NOVEL_WORDS]
+    from crosscoder_jax.synthetic import grammar
+    seen = [np.isin(grammar.batch(c.seed, s, 16, 24, pretrain.grammar_at(c, s)), novel_ids).any() for s in range(40)]
+    assert not any(seen[:20]) and all(seen[20:])
+    assert {20, 22, 25} <= set(pretrain.save_steps_of(c))
+    c.grammar.p_novel = 0.0  # the construction off: no extra checkpoints, no novel nouns ever
+    assert pretrain.save_steps_of(c) == pretrain.checkpoint_steps(40, 6)
+    assert not any(np.isin(grammar.batch(c.seed, s, 16, 24, pretrain.grammar_at(c, s)), novel_ids).any()
+                   for s in range(20, 40))
+    # a log-spaced step next to an extra one gives way to it
+    assert 1002 in pretrain.checkpoint_steps(2000, 24) and 1002 not in pretrain.checkpoint_steps(2000, 24, [1000])
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """One uninterrupted run and one halted mid-way then resumed by the same call."""
