@@ -18,6 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.reduce = "mean"         # mean | sum over positions
     c.top = 10                # union of the top latents by |IE| per checkpoint
     c.tau = 0.3               # lifecycles: onset = first snapshot whose |IE| reaches tau * peak for 2 snapshots
+    c.n_boot = 200            # resamples of the prompts for each onset's interval (0: none)
     c.validate_top = 0        # >0: Spearman of IG and AtP with exact patching over this many latents
     c.batch_size = 32
     c.model_dtype = "float32"

@@ -31,11 +31,9 @@ def main(argv):
     for path in paths:
         prompts, report = load_task(path, tok, limit=c.limit or None)
         print(f"{path.stem}: {report['kept']} pairs kept, dropped {report['dropped']}")
-        result = analysis.analyze_task(lms, meta["checkpoints"], cc, prompts, meta["layer"], method=c.method,
-                                       steps=c.steps, patch=c.patch, eps_patch=c.eps_patch, threshold=c.threshold,
-                                       reduce=c.reduce, top=c.top, drop_bos=meta["drop_bos"],
-                                       batch_size=c.batch_size, validate_top=c.validate_top,
-                                       show_progress=c.progress, tau=c.tau)
+        result = analysis.analyze_task(lms, meta["checkpoints"], cc, prompts, meta["layer"],
+                                       drop_bos=meta["drop_bos"], validate_top=c.validate_top,
+                                       show_progress=c.progress, **analysis.task_analysis.options(c))
         result["summary"]["pairs"] = {k: v for k, v in report.items() if k != "kept_index"}
         csv_path, _ = analysis.write_outputs(result, out, path.stem)
         s = result["summary"]

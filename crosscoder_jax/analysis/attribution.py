@@ -181,20 +181,46 @@ def _patch_codes(batch: Batch, f_mean: jax.Array | None) -> jax.Array:
     return jnp.where(batch.splice_NT[..., None], f_mean, 0.0)
 
 
+class PromptEntries(NamedTuple):
+    """Per-prompt IE (thresholded, reduced over positions) as its nonzero entries: value at
+    (snapshot, prompt, latent)."""
+
+    snapshot: np.ndarray
+    prompt: np.ndarray
+    latent: np.ndarray
+    value: np.ndarray
+    n_snapshots: int
+    n_prompts: int
+
+
+def per_prompt(entries: PromptEntries, latents_K: Sequence[int]) -> np.ndarray:
+    """Dense per-prompt IE [C, N, K] of `latents_K` (float64); its mean over N is their "ie"."""
+    lat = np.asarray(latents_K, np.int64)
+    out = np.zeros((entries.n_snapshots, entries.n_prompts, len(lat)))
+    keep = np.isin(entries.latent, lat)
+    order = np.argsort(lat, kind="stable")
+    ks = order[np.searchsorted(lat[order], entries.latent[keep])]
+    out[entries.snapshot[keep], entries.prompt[keep], ks] = entries.value[keep]
+    return out
+
+
 def attribute(lms: Sequence[models.LM], cc: Crosscoder, prompts: Prompts, layer: int, method: str = "ig",
               steps: int = 10, patch: str = "zero", eps_patch: str = "clean", threshold: float = 0.1,
               reduce: str = "mean", drop_bos: bool = True, batch_size: int = 32,
               show_progress: bool = False) -> dict[str, np.ndarray]:
     """IE of every latent in every checkpoint on a task: {"ie": [C, F] (thresholded, reduced over
     positions, mean over examples), "ie_raw": [C, F] (position sums, no threshold), "metric": [C]
-    (mean clean m)}."""
+    (mean clean m), "entries": `PromptEntries`, the nonzero per-prompt values whose mean over the
+    prompts is "ie" (what a bootstrap over prompts resamples; `per_prompt` makes them dense)}."""
     if patch not in ("zero", "mean") or eps_patch not in ("clean", "zero"):
         raise ValueError("patch must be 'zero' or 'mean'; eps_patch 'clean' or 'zero'")
     C, F = len(lms), cc.spec.dict_size
     decs = decoders(cc)
     f_mean = mean_code(lms, cc, prompts, layer, drop_bos, batch_size) if patch == "mean" else None
     ie, raw, metric = np.zeros((C, F)), np.zeros((C, F)), np.zeros(C)
+    kept: list[tuple[np.ndarray, ...]] = []
     bar = progress(prompts.n * C, desc=f"IE ({method})", unit="prompt", disable=not show_progress)
+    first = 0
     for sub, n_real in prompts.batches(batch_size):
         batch = encode_batch(lms, cc, sub, layer, drop_bos)
         f_patch = _patch_codes(batch, f_mean)
@@ -202,13 +228,21 @@ def attribute(lms: Sequence[models.LM], cc: Crosscoder, prompts: Prompts, layer:
             r, w, m = checkpoint_program(lm, decs[c], batch.prompts, batch.a_CNTD[c], batch.f_NTF, f_patch,
                                          batch.splice_NT, threshold, layer=layer, method=method, steps=steps,
                                          reduce=reduce, zero_eps_patch=eps_patch == "zero")
-            ie[c] += np.asarray(jnp.sum(r[:n_real], 0), np.float64)
+            r = np.asarray(r[:n_real])
+            ie[c] += r.sum(0, dtype=np.float64)
             raw[c] += np.asarray(jnp.sum(w[:n_real], 0), np.float64)
             metric[c] += float(jnp.sum(m[:n_real]))
+            nz = np.nonzero(r)  # thresholded: most entries are zero
+            kept.append((np.full(len(nz[0]), c, np.int32), (nz[0] + first).astype(np.int32), nz[1].astype(np.int32),
+                         r[nz].astype(np.float32)))
             bar.update(n_real)
+        first += n_real
     bar.close()
     n = prompts.n
-    return {"ie": ie / n, "ie_raw": raw / n, "metric": metric / n}
+    cols = [np.concatenate(x) if kept else np.zeros(0, t) for x, t in
+            zip(zip(*kept) if kept else [()] * 4, (np.int32, np.int32, np.int32, np.float32))]
+    return {"ie": ie / n, "ie_raw": raw / n, "metric": metric / n, "entries": PromptEntries(*cols, C, n)}
+
 
 
 def exact_effects(lms: Sequence[models.LM], cc: Crosscoder, prompts: Prompts, layer: int, latents,

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from crosscoder_jax.analysis import attribution, relie, timeline
+from crosscoder_jax.analysis import attribution, relie, timeline, uncertainty
 from crosscoder_jax.crosscoder.export import Crosscoder
 from crosscoder_jax.data.tasks import Prompts, task_metrics
 
@@ -40,12 +40,24 @@ def _validate(lms, cc, prompts, layer, ie_raw_CF, *, method, steps, patch, eps_p
     return out
 
 
+# the fields of configs/attribute.py that are `analyze_task` options of the same name
+OPTIONS = ("method", "steps", "patch", "eps_patch", "threshold", "reduce", "top", "batch_size", "tau", "n_boot")
+
+
+def options(config) -> dict[str, Any]:
+    """`analyze_task` keyword arguments from an attribute config."""
+    return {k: config[k] for k in OPTIONS}
+
+
 def analyze_task(lms: Sequence, names: Sequence[str], cc: Crosscoder, prompts: Prompts, layer: int, *,
                  method: str = "ig", steps: int = 10, patch: str = "zero", eps_patch: str = "clean",
                  threshold: float = 0.1, reduce: str = "mean", top: int = 10, drop_bos: bool = True,
                  batch_size: int = 32, validate_top: int = 0, show_progress: bool = False,
-                 tau: float = 0.3) -> dict[str, Any]:
-    """Everything the paper reports for one task (see the module docstring)."""
+                 tau: float = 0.3, n_boot: int = 200, boot_seed: int = 0) -> dict[str, Any]:
+    """Everything the paper reports for one task (see the module docstring), and how sure each
+    selected latent's causal onset is: its interval over `n_boot` resamples of the prompts
+    (`uncertainty.bootstrap_onsets`; 0 turns it off) and its onset from the exact single-latent
+    ablations beside the IE one."""
     t0 = time.time()
     res = attribution.attribute(lms, cc, prompts, layer, method=method, steps=steps, patch=patch, eps_patch=eps_patch,
                                 threshold=threshold, reduce=reduce, drop_bos=drop_bos, batch_size=batch_size,
@@ -70,6 +82,9 @@ def analyze_task(lms: Sequence, names: Sequence[str], cc: Crosscoder, prompts: P
         lines = timeline.latent_timelines(ie_k, decnorm, names, tau=tau)
         delta = attribution.exact_effects(lms, cc, prompts, layer, chosen, drop_bos=drop_bos, batch_size=batch_size)
         summary["ablation"] = relie.ablation_correlations(delta, rel, rdec)
+        onset_k = timeline.onsets(ie_k.T, tau)
+        sure = _how_sure(res["entries"], chosen, onset_k, delta, names, tau, n_boot, boot_seed)
+        summary["how_sure"] = sure["summary"]
         summary["classes"] = {k: classes.count(k) for k in sorted(set(classes))}
         summary["lifecycles"] = {k: [l["label"] for l in life].count(k) for k in sorted({l["label"] for l in life})}
         summary["timeline"] = {"tau": tau, "steps": timeline.steps_of(names),
@@ -84,7 +99,7 @@ def analyze_task(lms: Sequence, names: Sequence[str], cc: Crosscoder, prompts: P
             row.update({f"ablation_{n}": float(delta[c, k]) for c, n in enumerate(names)})
             row.update({f"decnorm_{n}": float(decnorm[c, k]) for c, n in enumerate(names)})
             row.update({"class": classes[k], "lifecycle": life[k]["label"], "emerges": life[k]["emerges"],
-                        "discontinued": life[k]["discontinued"], **lines[k]})
+                        "discontinued": life[k]["discontinued"], **lines[k], **sure["rows"][k]})
             rows.append(row)
     else:
         summary["note"] = f"no latent has an IE above the threshold {threshold} in any checkpoint"
@@ -94,6 +109,39 @@ def analyze_task(lms: Sequence, names: Sequence[str], cc: Crosscoder, prompts: P
                                           batch_size=batch_size, top=validate_top)
     summary["ie_all"] = {n: ie[c].tolist() for c, n in enumerate(names)}
     return {"summary": summary, "rows": rows}
+
+
+def _how_sure(entries: attribution.PromptEntries, chosen: np.ndarray, onset_K: np.ndarray, delta_CK: np.ndarray,
+              names: Sequence[str], tau: float, n_boot: int, boot_seed: int) -> dict[str, Any]:
+    """Per selected latent: the bootstrap interval of its causal onset and its onset from the exact
+    ablations; the summary: the share prompt-stable, and the agreement of exact and IE onsets
+    (within one snapshot) with the disagreements listed."""
+    name = lambda c: None if c < 0 else names[int(c)]  # noqa: E731
+    rows: list[dict[str, Any]] = [{} for _ in chosen]
+    summary: dict[str, Any] = {}
+    b = None
+    if n_boot:
+        b = uncertainty.bootstrap_onsets(attribution.per_prompt(entries, chosen), onset_K, n_boot=n_boot,
+                                         seed=boot_seed, tau=tau)
+        for k, r in enumerate(rows):
+            r.update({"onset_lo": name(b["lo"][k]), "onset_hi": name(b["hi"][k]),
+                      "prompt_agreement": float(b["agreement"][k]), "prompt_stable": bool(b["stable"][k])})
+        summary["prompts"] = {"n_boot": n_boot, "level": 0.95, "stable_at": uncertainty.PROMPT_STABLE,
+                              "share_stable": float(np.mean(b["stable"])) if len(chosen) else float("nan")}
+    exact = timeline.onsets(np.abs(delta_CK).T, tau)
+    has = onset_K >= 0
+    agree = has & (exact >= 0) & (np.abs(exact - onset_K) <= 1)
+    for k, r in enumerate(rows):
+        r.update({"exact_onset": name(exact[k]), "exact_agrees": bool(agree[k])})
+    summary["exact_vs_ie"] = {
+        "n": int(has.sum()), "within_one": int(agree.sum()),
+        "agreement": float(agree.sum() / has.sum()) if has.any() else float("nan"),
+        # where the onset itself moves with the prompts, the two onsets are expected to part more often
+        **({f"prompt_{k}": {"n": int((has & m).sum()), "within_one": int((agree & m).sum())}
+            for k, m in (("stable", b["stable"]), ("unstable", ~b["stable"]))} if b is not None else {}),
+        "disagreements": [{"latent": int(chosen[k]), "ie_onset": name(onset_K[k]), "exact_onset": name(exact[k])}
+                          for k in np.flatnonzero(has & ~agree)]}
+    return {"rows": rows, "summary": summary}
 
 
 def write_outputs(result: dict[str, Any], out_dir: str | Path, task: str) -> tuple[Path, Path]:

@@ -40,3 +40,14 @@ def test_lag_and_counts():
     assert counts["0.3"]["onset"] == {"step0": 0, "step10": 1, "step100": 1, "step1000": 0}
     assert counts["0.3"]["offset"]["step1000"] == 1 and counts["0.3"]["never_off"] == 1
     assert timeline.steps_of(["a", "step1"]) is None
+
+
+def test_vectorised_onsets_equal_the_rule():
+    rng = np.random.default_rng(0)
+    series = [rng.random(9) * (rng.random(9) < p) for p in (0.2, 0.5, 0.9) for _ in range(300)]
+    series += [np.zeros(9), np.eye(9)[4], np.eye(9)[8], np.linspace(0, 1, 9), -np.linspace(1, 0, 9)]
+    a = np.stack(series)
+    for tau, persist in ((0.3, 2), (0.1, 2), (0.5, 3), (0.3, 1)):
+        want = [timeline.onset_peak_offset(x, tau, persist)[0] for x in a]
+        got = timeline.onsets(a, tau, persist)
+        assert [(-1 if w is None else w) for w in want] == got.tolist(), (tau, persist)
