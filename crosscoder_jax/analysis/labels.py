@@ -80,26 +80,35 @@ def context_starts(positions_N: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.flatnonzero(np.diff(pos) <= 0) + 1]).astype(np.int64)
 
 
-def token_properties(tokens_N: np.ndarray, positions_N: np.ndarray, bos_dropped: bool = True
-                     ) -> tuple[list[str], np.ndarray]:
-    """Properties [N, K] of store rows (tokens and positions as in the activation store). Each context
-    is annotated as a whole, with the BOS token put back in front when the store dropped it."""
+_FIELDS = ("role", "number", "subj_number", "attr_number", "sentence", "novel", "subj_novel", "subj_index",
+           "attr_index")
 
+
+def token_annotations(tokens_N: np.ndarray, positions_N: np.ndarray, bos_dropped: bool = True) -> dict[str, np.ndarray]:
+    """`synthetic.annotate` of store rows, as arrays [N]: each context annotated as a whole (with the
+    BOS token put back in front when the store dropped it), plus "subj_token" and "attr_token", the
+    token id of the sentence's subject head / attractor noun (-1 where none is seen yet)."""
     tokens_N = np.asarray(tokens_N)
     starts = list(context_starts(positions_N)) + [len(tokens_N)]
-    names, blocks = None, []
+    parts: dict[str, list] = {k: [] for k in _FIELDS + ("subj_token", "attr_token")}
     for a, b in zip(starts[:-1], starts[1:]):
         ids = [int(t) for t in tokens_N[a:b]]
         pre = [BOS_ID] if bos_dropped and (not ids or ids[0] != BOS_ID) else []
         ann = annotate(pre + ids)
-        ann = {k: v[len(pre):] for k, v in ann.items()}
-        names, table = property_table(ann)
-        blocks.append(table)
-    if names is None:
-        names, _ = property_table({k: [] for k in ("role", "number", "subj_number", "attr_number", "sentence",
-                                                   "novel", "subj_novel")})
-        return names, np.zeros((0, len(names)), bool)
-    return names, np.concatenate(blocks, axis=0)
+        full = pre + ids
+        for k in _FIELDS:
+            parts[k] += ann[k][len(pre):]
+        for k, idx in (("subj_token", "subj_index"), ("attr_token", "attr_index")):
+            parts[k] += [full[j] if j >= 0 else -1 for j in ann[idx][len(pre):]]
+    return {k: np.asarray(v, object if k in ("role", "number", "subj_number", "attr_number") else None)
+            for k, v in parts.items()}
+
+
+def token_properties(tokens_N: np.ndarray, positions_N: np.ndarray, bos_dropped: bool = True
+                     ) -> tuple[list[str], np.ndarray]:
+    """Properties [N, K] of store rows (tokens and positions as in the activation store), from
+    `token_annotations`."""
+    return property_table(token_annotations(tokens_N, positions_N, bos_dropped))
 
 
 def correlations(f_NF: np.ndarray, props_NK: np.ndarray, chunk: int = 8192) -> np.ndarray:

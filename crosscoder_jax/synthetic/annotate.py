@@ -50,6 +50,8 @@ def annotate(tokens: Sequence[int] | Sequence[str] | str) -> dict[str, list]:
       sentence:    index of the sentence the token belongs to (-1 for specials)
       novel:       the token is a novel noun (`vocab.NOVEL_NOUNS`)
       subj_novel:  the sentence's subject is a novel noun, from the subject head noun to the period
+      subj_index:  position of the sentence's subject head noun, from it to the period (-1 elsewhere)
+      attr_index:  position of the sentence's attractor noun, from it to the period (-1 elsewhere)
     """
     if isinstance(tokens, str):
         tokens = tokens.split()
@@ -59,6 +61,7 @@ def annotate(tokens: Sequence[int] | Sequence[str] | str) -> dict[str, list]:
     subj_num, attr_num, sent = [NONE] * n, [NONE] * n, [-1] * n
     novel = [w in NOVEL_WORDS for w in words]
     subj_novel = [False] * n
+    subj_idx, attr_idx = [-1] * n, [-1] * n
 
     def close(idx: list[int]) -> None:
         """Resolves phrase numbers of one sentence (token positions idx) and fills its fields."""
@@ -82,8 +85,10 @@ def annotate(tokens: Sequence[int] | Sequence[str] | str) -> dict[str, list]:
             if "subj" in r and i >= r["subj"]:
                 subj_num[i] = s_num
                 subj_novel[i] = novel[r["subj"]]
+                subj_idx[i] = r["subj"]
             if "attr" in r and i >= r["attr"]:
                 attr_num[i] = a_num
+                attr_idx[i] = r["attr"]
 
     state, k, cur = "start", 0, []
     for i, w in enumerate(words):
@@ -111,4 +116,5 @@ def annotate(tokens: Sequence[int] | Sequence[str] | str) -> dict[str, list]:
     if cur:
         close(cur)
     return {"role": role, "number": number, "subj_number": subj_num, "attr_number": attr_num,
-            "sentence": sent, "novel": novel, "subj_novel": subj_novel}
+            "sentence": sent, "novel": novel, "subj_novel": subj_novel, "subj_index": subj_idx,
+            "attr_index": attr_idx}
