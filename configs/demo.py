@@ -13,24 +13,33 @@ from configs import attribute, crosscoder, harvest, pretrain
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.workdir = "runs/demo"
-    c.n_snapshots = 8                        # crosscoded checkpoints, chosen over the whole series (log-spaced,
+    c.n_snapshots = 0                        # crosscoded checkpoints: 0 all that pretraining saved (full
+                                             # resolution); n < all: n chosen over the whole series (log-spaced,
                                              # dense at the jump); 3: the paper's triplet (dip, after, final)
     c.checkpoints = ""                       # e.g. "step126,step355,step2000"; "" chooses automatically
     c.selection_task = "across_pp_attractor" # checkpoints are chosen around this task's accuracy jump
     c.layer = -1                             # -1: block n_layers // 2 (the paper: 8 of 16; here 1 of 2)
     c.eval_contexts = 256
+    c.seeds = 3                              # crosscoders trained on the same store with seeds train.seed + 0..seeds-1;
+                                             # each selected latent's onset is compared with its matches' (1: one only)
+    c.match_by = "codes"                     # latents of two seeds match by the correlation of their codes on the
+                                             # store ("codes") or the cosine of their joined decoders ("decoder"):
+                                             # at this size decoders do not identify a feature (analysis/matching.py)
+    c.match_cut = 0.7                        # similarity from which two latents match
+    c.match_rows = 16384                     # store rows the codes are compared on
     c.progress = True
     c.pretrain = pretrain.get_config()
     c.harvest = harvest.get_config()
     c.harvest.update({"n_contexts": 4096, "context_len": 32, "chunk_contexts": 128, "batch_size": 128})
     c.harvest.tokens.seed = 7                # a draw of the synthetic language not used for pretraining
     c.train = crosscoder.get_config()
-    # F 256, k 32: 1.2% dead latents on the 8-snapshot store (F 512 / k 16: 32%; F 256 / k 16: 11%)
-    c.train.update({"dict_size": 256, "activation": "batchtopk", "k": 32, "batch_size": 1024, "steps": 2000,
-                    "lr": 1e-3, "dead_tokens": 200_000, "threshold_start_step": 500, "log_every": 100,
-                    "save_every": 500, "dec_init_norm": 1.0})
-    # dec_init_norm 1.0, not the topk/batchtopk default 0.1: at this lr the demo's crosscoder ends with
-    # 11.7% dead latents at 0.1 (training FVU 16-20% lower) against 1.2% at 1.0 (benchmarks/README.md, session 10)
+    # F 256, k 32, 1,000 steps, decoder rows at the batchtopk default 0.1 (measured on the 29-snapshot store,
+    # benchmarks/README.md "Demo crosscoder"): rows at 1.0, the paper's BatchTopK setting, left 91-93% of the
+    # latents dead at 29 snapshots (FVU 0.19); 0.1 left 10% (FVU 0.013); 2,000 steps gained little (0.011)
+    c.train.update({"dict_size": 256, "activation": "batchtopk", "k": 32, "batch_size": 1024, "steps": 1000,
+                    "lr": 1e-3, "dead_tokens": 200_000, "threshold_start_step": 250, "log_every": 100,
+                    "save_every": 500})
     c.attribute = attribute.get_config()
-    c.attribute.update({"validate_top": 50, "progress": False})
+    # all 256 pairs of a task in one batch: IG half as long as in batches of 32 (one compiled program)
+    c.attribute.update({"validate_top": 50, "progress": False, "batch_size": 256})
     return c

@@ -16,10 +16,11 @@ import ml_collections
 import numpy as np
 
 from crosscoder_jax import analysis, report
-from crosscoder_jax.analysis import evaluate
+from crosscoder_jax.analysis import agreement, evaluate
 from crosscoder_jax.crosscoder import load_crosscoder
 from crosscoder_jax.data import harvest, tasks
 from crosscoder_jax.data.live import LiveStore
+from crosscoder_jax.data.store import Store
 from crosscoder_jax.training import pretrain, train
 
 
@@ -60,6 +61,17 @@ def choose_series(names: Sequence[str], steps: Sequence[int], accuracy: Sequence
         gap[picked] = -1
         picked.append(int(np.argmax(gap)))
     return [names[i] for i in sorted(picked)]
+
+
+def seed_list(config) -> list[int]:
+    """The crosscoder seeds of a demo: the train config's seed first (the reference), then the next
+    `config.seeds - 1` integers."""
+    return [int(config.train.seed) + i for i in range(max(1, int(config.get("seeds", 1))))]
+
+
+def seed_dir(work: Path, seed: int) -> Path:
+    """The training workdir of a demo's extra seed (its attribution/ inside)."""
+    return Path(work) / "seeds" / f"seed{seed}"
 
 
 def load_run(workdir: str | Path, model_dtype: str = "float32", store: str | Path | None = None):
@@ -134,7 +146,9 @@ def run_demo(config) -> dict[str, Any]:
         else:
             by_name = {r["name"]: r for r in curves["checkpoints"]}
             acc = [by_name[n]["tasks"][config.selection_task]["accuracy"] for n in names]
-            if config.n_snapshots == 3:
+            if config.n_snapshots <= 0 or config.n_snapshots >= len(names):
+                chosen = list(names)  # full resolution: every checkpoint the pretraining saved
+            elif config.n_snapshots == 3:
                 chosen = choose_checkpoints(names, acc)  # the paper's analysis: dip, after the jump, final
             else:
                 steps = [c["step"] for c in series]
@@ -153,20 +167,25 @@ def run_demo(config) -> dict[str, Any]:
     def do_harvest():
         hc = _copy(config.harvest)
         hc.model, hc.layer, hc.out, hc.progress = "tiny-grammar", layer, str(store_dir), config.progress
+        if pretrain.novel_from(config.pretrain) is not None:  # the final language, novel nouns included
+            hc.tokens.p_novel = float(config.pretrain.grammar.p_novel)
         hc.checkpoints = ",".join(f"{n}={d}" for n, d in zip(chosen, ckpt_dirs))
         harvest.harvest(hc)
         return {"layer": layer}
 
     stages.run("harvest", do_harvest)
     cc_dir = work / "crosscoder"
+    seeds = seed_list(config)
 
-    def do_train():
+    def do_train(seed: int, out: Path):
         tc = _copy(config.train)
-        tc.activations, tc.workdir, tc.progress = str(store_dir), str(cc_dir), config.progress
+        tc.activations, tc.workdir, tc.progress, tc.seed = str(store_dir), str(out), config.progress, seed
         m = train.train(tc)
         return {k: np.asarray(m[k]).tolist() for k in ("loss", "l0", "fvu", "dead_frac") if k in m}
 
-    stages.run("train", do_train)
+    stages.run("train", lambda: do_train(seeds[0], cc_dir))
+    if len(seeds) > 1:  # the same store, other seeds: each run resumes on its own
+        stages.run("train_seeds", lambda: {s: do_train(s, seed_dir(work, s)) for s in seeds[1:]})
     lms, tok, meta, cc = load_run(cc_dir, store=store_dir)
 
     def do_evaluate():
@@ -178,18 +197,17 @@ def run_demo(config) -> dict[str, Any]:
         return None
 
     stages.run("evaluate", do_evaluate)
+    ac = config.attribute
+    task_files = sorted((pre_dir / "tasks").glob("*.jsonl"))
 
     def do_attribute():
-        ac = config.attribute
         out = {}
-        for task_file in sorted((pre_dir / "tasks").glob("*.jsonl")):
+        for task_file in task_files:
             prompts, kept = tasks.load_task(task_file, tok, limit=ac.limit or None)
             validate = ac.validate_top if task_file.stem == config.selection_task else 0
-            res = analysis.analyze_task(lms, meta["checkpoints"], cc, prompts, meta["layer"], method=ac.method,
-                                        steps=ac.steps, patch=ac.patch, eps_patch=ac.eps_patch,
-                                        threshold=ac.threshold, reduce=ac.reduce, top=ac.top,
-                                        drop_bos=meta["drop_bos"], batch_size=ac.batch_size,
-                                        validate_top=validate, show_progress=config.progress, tau=ac.tau)
+            res = analysis.analyze_task(lms, meta["checkpoints"], cc, prompts, meta["layer"], drop_bos=meta["drop_bos"],
+                                        validate_top=validate, show_progress=config.progress,
+                                        **analysis.task_analysis.options(ac))
             res["summary"]["pairs"] = {k: v for k, v in kept.items() if k != "kept_index"}
             analysis.write_outputs(res, work / "attribution", task_file.stem)
             out[task_file.stem] = {"latents": len(res["rows"]), "classes": res["summary"].get("classes"),
@@ -198,6 +216,27 @@ def run_demo(config) -> dict[str, Any]:
         return out
 
     stages.run("attribute", do_attribute)
+    if len(seeds) > 1:
+        def do_attribute_seeds():
+            prompts = {f.stem: tasks.load_task(f, tok, limit=ac.limit or None)[0] for f in task_files}
+            for s in seeds[1:]:
+                cc_s = load_crosscoder(seed_dir(work, s) / "crosscoder.safetensors")
+                agreement.seed_task_ie(lms, meta["checkpoints"], cc_s, prompts, meta["layer"],
+                                       seed_dir(work, s) / "attribution", drop_bos=meta["drop_bos"],
+                                       **analysis.task_analysis.options(ac))
+            return None
+
+        def do_agreement():
+            st = Store(store_dir)
+            rows = np.asarray(st.read_rows(0, min(config.match_rows, st.n_tokens)), np.float32)
+            res = agreement.agree((seeds[0], cc_dir), work / "attribution", [(s, seed_dir(work, s)) for s in seeds[1:]],
+                                  meta["checkpoints"], cut=config.match_cut, tau=ac.tau, match_by=config.match_by,
+                                  rows_NCD=rows)
+            agreement.write(res, work / "agreement")
+            return res["summary"]["overall"]
+
+        stages.run("attribute_seeds", do_attribute_seeds)
+        stages.run("agreement", do_agreement)
 
     stages.run("report", lambda: report.write_report(work, work / "report"))
     total = sum(s.get("seconds", 0) for s in stages.state["stages"].values())

@@ -13,6 +13,7 @@ top-k, or relu), checkpoint names, scales and the full `Spec`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from pathlib import Path
@@ -44,6 +45,21 @@ class Crosscoder(NamedTuple):
         """Inference codes f [B, F] of raw activations a [B, C, D]."""
         return core.encode(self.params, self._scaled(a_BCD), self.spec, self.act_state)
 
+    def encode_rows(self, a_NCD: np.ndarray, batch: int = 4096) -> np.ndarray:
+        """Codes [N, F] (float32 NumPy) of many raw rows, `batch` at a time through one compiled
+        program (the last batch padded)."""
+        enc = _jitted_encode(self.spec)
+        F, N = self.spec.dict_size, len(a_NCD)
+        out = np.zeros((N, F), np.float32)
+        scales = jnp.asarray(self.scales, jnp.float32)
+        for a in range(0, N, batch):
+            x = np.asarray(a_NCD[a:a + batch], np.float32)
+            m = len(x)
+            if m < batch:
+                x = np.concatenate([x, np.zeros((batch - m,) + x.shape[1:], np.float32)])
+            out[a:a + m] = np.asarray(enc(self.params, self.act_state, scales, jnp.asarray(x)))[:m]
+        return out
+
     def reconstruct(self, a_BCD: jax.Array) -> jax.Array:
         """Reconstruction of raw activations, in raw space [B, C, D]."""
         xhat = core.reconstruct(self.params, self._scaled(a_BCD), self.spec, self.act_state)
@@ -55,6 +71,11 @@ class Crosscoder(NamedTuple):
 
     def _scaled(self, a_BCD):
         return jnp.asarray(a_BCD, jnp.float32) * jnp.asarray(self.scales, jnp.float32)[None, :, None]
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_encode(spec: Spec):
+    return jax.jit(lambda p, s, scales, x: core.encode(p, x * scales[None, :, None], spec, s))
 
 
 def save_crosscoder(path: str | os.PathLike, params: Mapping[str, jax.Array], act_state: Mapping[str, jax.Array],

@@ -37,7 +37,8 @@ from crosscoder_jax.analysis import labels as labels_mod, timeline
 from crosscoder_jax.data import harvest
 from crosscoder_jax.data.location import Location
 from crosscoder_jax.data.store import Store
-from crosscoder_jax.report import render, trajectory
+from crosscoder_jax.report import render, trajectory, truth
+from crosscoder_jax.report.codes import encode_store, token_strings, top_contexts
 from crosscoder_jax.synthetic import vocab
 from crosscoder_jax.synthetic.pairs import ATTRACTOR_TASK
 
@@ -52,13 +53,15 @@ def _json(path: Path | None) -> Any:
     return json.loads(path.read_text()) if path is not None and path.is_file() else None
 
 
-def resolve_paths(demo_dir=None, pretrain=None, store=None, crosscoder=None, attribution=None
+def resolve_paths(demo_dir=None, pretrain=None, store=None, crosscoder=None, attribution=None, agreement=None
                   ) -> dict[str, Path | str | None]:
     """Explicit paths win; then the demo layout; then what the run's own files record."""
     p = {k: Location(v).path if v else None for k, v in  # a store may be an object-storage URL
-         dict(pretrain=pretrain, store=store, crosscoder=crosscoder, attribution=attribution).items()}
+         dict(pretrain=pretrain, store=store, crosscoder=crosscoder, attribution=attribution,
+              agreement=agreement).items()}
     if demo_dir is not None:
         d = Path(demo_dir)
+        p["agreement"] = p["agreement"] or d / "agreement"
         p["pretrain"] = p["pretrain"] or d / "pretrain"
         p["store"] = p["store"] or d / "store"
         p["crosscoder"] = p["crosscoder"] or d / "crosscoder"
@@ -108,6 +111,17 @@ def load_attribution(directory: Path | None) -> dict[str, dict[str, Any]]:
     return out
 
 
+def load_agreement(directory: Path | None) -> dict[str, Any] | None:
+    """The seed agreement (`analysis.agreement`): {"summary": agreement.json, "tasks": {task: rows}}."""
+    if directory is None or not (Path(directory) / "agreement.json").is_file():
+        return None
+    tasks = {}
+    for path in sorted(Path(directory).glob("*.csv")):
+        with open(path, newline="") as fh:
+            tasks[path.stem] = list(csv.DictReader(fh))
+    return {"summary": _json(Path(directory) / "agreement.json"), "tasks": tasks}
+
+
 def load_run(paths: dict[str, Path | None]) -> dict[str, Any]:
     """Everything the report shows, read from disk (None where a file is missing)."""
     pre, cc_dir, st = paths["pretrain"], paths["crosscoder"], paths["store"]
@@ -125,6 +139,7 @@ def load_run(paths: dict[str, Path | None]) -> dict[str, Any]:
     if st is not None and Location(st).exists("store.json"):
         run["store"] = Store(st)
     run["attribution"] = load_attribution(paths["attribution"])
+    run["agreement"] = load_agreement(paths.get("agreement"))
     names = None
     if run["cc"] is not None:
         names = list(run["cc"].checkpoints)
@@ -145,45 +160,6 @@ def load_run(paths: dict[str, Path | None]) -> dict[str, Any]:
 # Latent analysis on store tokens
 # ----------------------------------------------------------------------------------------------
 
-def token_strings(ids: np.ndarray, meta: dict[str, Any]) -> list[str]:
-    """Token ids as words: the synthetic grammar's vocabulary, else "#id"."""
-    synthetic = (meta.get("token_source") or {}).get("kind") == "synthetic" or meta.get("model") == "tiny-grammar"
-    if synthetic and (len(ids) == 0 or int(np.max(ids)) < len(vocab.VOCAB)):
-        return [vocab.VOCAB[int(t)] for t in ids]
-    return [f"#{int(t)}" for t in ids]
-
-
-def encode_store(cc, store, max_tokens: int, batch: int = 4096) -> dict[str, np.ndarray]:
-    """Codes f [N, F] of the first whole contexts of the store (at most `max_tokens` rows), with
-    their tokens, positions and context starts."""
-    n = min(store.n_tokens, max_tokens + 1)
-    pos = np.asarray(store.read_rows(0, n, "positions"))
-    starts = labels_mod.context_starts(pos)
-    N = n if n == store.n_tokens else int(starts[-1]) if len(starts) > 1 else min(n, max_tokens)
-    pos, starts = pos[:N], starts[starts < N]
-    toks = np.asarray(store.read_rows(0, N, "tokens"))
-    acts = np.asarray(store.read_rows(0, N), np.float32)
-    scale = jnp.asarray(cc.scales, jnp.float32)[None, :, None]
-    enc = jax.jit(lambda p, s, x: cc_mod.encode(p, x * scale, cc.spec, s))
-    F = cc.spec.dict_size
-    f = np.zeros((N, F), np.float32)
-    for a in range(0, N, batch):
-        x = acts[a:a + batch]
-        m = len(x)
-        if m < batch:
-            x = np.concatenate([x, np.zeros((batch - m,) + x.shape[1:], np.float32)])
-        f[a:a + m] = np.asarray(enc(cc.params, cc.act_state, jnp.asarray(x)))[:m]
-    return {"f": f, "tokens": toks, "positions": pos, "starts": starts}
-
-
-def top_contexts(f_N: np.ndarray, starts: np.ndarray, n: int) -> list[tuple[int, int, int]]:
-    """The `n` contexts with the largest activation: (start, stop, row of the max) each."""
-    stops = np.append(starts[1:], len(f_N))
-    peak = np.maximum.reduceat(f_N, starts) if len(starts) else np.zeros(0)
-    order = [int(j) for j in np.argsort(-peak, kind="stable")[:n] if peak[j] > 0]
-    return [(int(starts[j]), int(stops[j]), int(starts[j] + np.argmax(f_N[starts[j]:stops[j]]))) for j in order]
-
-
 def analyze_latents(run: dict[str, Any], latents: Sequence[int], max_tokens: int, n_contexts: int,
                     threshold: float) -> dict[str, Any] | None:
     """Labels of all latents, RelDec of live ones, and top contexts / strengths of `latents`."""
@@ -198,7 +174,8 @@ def analyze_latents(run: dict[str, Any], latents: Sequence[int], max_tokens: int
     dn_FC = np.asarray(cc.params["W_dec"], np.float64)
     dn_FC = np.linalg.norm(dn_FC, axis=-1)
     reldec = dn_FC / np.maximum(dn_FC.sum(axis=1, keepdims=True), 1e-30)
-    names, props = labels_mod.token_properties(enc["tokens"], enc["positions"], bool(store.meta.get("drop_bos", True)))
+    ann = labels_mod.token_annotations(enc["tokens"], enc["positions"], bool(store.meta.get("drop_bos", True)))
+    names, props = labels_mod.property_table(ann)
     lab = labels_mod.label_latents(f, props, names, threshold)
     carried = labels_mod.number_carried_at(f, props, names, "attr", threshold)
     words = token_strings(enc["tokens"], store.meta)
@@ -219,7 +196,8 @@ def analyze_latents(run: dict[str, Any], latents: Sequence[int], max_tokens: int
     return {"n_tokens": int(f.shape[0]), "n_latents": int(f.shape[1]), "live": live_idx.tolist(),
             "reldec_live": reldec[live_idx], "labels": lab, "per_latent": per_latent,
             "n_labelled": int(sum(lab[i]["labelled"] for i in live_idx)), "carried": carried,
-            "label_counts": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}
+            "label_counts": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+            "enc": enc, "ann": ann, "props": props, "prop_names": names}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -356,6 +334,10 @@ def write_report(demo_dir=None, out_dir=None, *, pretrain=None, store=None, cros
     selected = selected_latents(run, max_cards)
     lat = analyze_latents(run, selected, max_tokens, n_contexts, threshold)
     summary = summarize(run, lat, attractor_task, threshold)
+    summary["how_sure"] = truth.how_sure(run, lat, summary, threshold, attractor_task)
+    idx = {n: k for k, n in enumerate(run["names"])}
+    run["presence_onsets"] = {int(i): idx[p["onset"]] for i, p in summary["how_sure"].get("presence", {}).items()
+                              if p["onset"] is not None}
     figures = render.make_figures(run, lat, attractor_task, summary.get("attractor_jump"))
     for name, png in figures.items():
         if png is not None:

@@ -138,61 +138,68 @@ def lifecycle_bars(emerges: dict[str, int], discontinued: dict[str, int], names:
     return _png(fig)
 
 
-def _edges(steps: np.ndarray) -> np.ndarray:
-    """Cell edges around each step, halfway in log(step + 1)."""
-    t = np.log10(np.asarray(steps, float) + 1)
-    mid = (t[1:] + t[:-1]) / 2
-    first = t[0] - (mid[0] - t[0] if len(mid) else 0.5)
-    last = t[-1] + (t[-1] - mid[-1] if len(mid) else 0.5)
-    return 10 ** np.concatenate([[max(first, 0.0)], mid, [last]]) - 1
+_STABLE_COLOR = {True: "tab:green", False: "tab:red", None: "black"}
 
 
 def timeline(share_LC: np.ndarray, steps: Sequence[float], names: Sequence[str], row_labels: Sequence[str],
-             repr_onset_L: Sequence[int | None], accuracy: tuple[Sequence[float], Sequence[float]] | None,
-             jump: tuple[float, float] | None, task: str) -> bytes:
-    """The lead figure: latents (rows, sorted by the caller) x snapshots at their true training steps
-    (symlog x), cell = |IE| as a share of the latent's peak, a white dot at the representational
-    onset; above it on the same x axis the task accuracy over the whole series, crosscoded snapshots
-    marked and the jump (from, at) shaded in both panels."""
+             repr_onset_L: Sequence[int | None], accuracy: Sequence[float] | None,
+             jump: tuple[int, int] | None, task: str, onset_L: Sequence[int | None] | None = None,
+             interval_L: Sequence[tuple[int, int] | None] | None = None,
+             stable_L: Sequence[bool | None] | None = None, marks: Sequence[tuple[int, str]] = ()) -> bytes:
+    """The lead figure: latents (rows, sorted by the caller) x crosscoded snapshots, one column each
+    in training order (labelled with their steps), cell = |IE| as a share of the latent's peak; a
+    cyan dot at the causal onset with its bootstrap interval over the prompts as a bar, a white dot
+    at the representational onset, the row label green where the onset is stable (over seeds and
+    prompts) and red where it is not; above, the task's accuracy at the same snapshots; the jump
+    (from, at: snapshot indices) shaded in both panels, and `marks` (index, text) drawn as lines."""
     L, C = share_LC.shape
-    steps = np.asarray(steps, float)
+    x = np.arange(C)
     top_in, rows_in = 1.6, 0.13 * max(L, 8)
     fig = plt.figure(figsize=(10, top_in + rows_in + 1.2))
     grid = fig.add_gridspec(2, 2, height_ratios=[top_in, rows_in], width_ratios=[60, 1], hspace=0.08, wspace=0.02)
     top, ax, cax = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])
     fig.add_subplot(grid[0, 1]).axis("off")
     if accuracy is not None:
-        top.plot(accuracy[0], accuracy[1], color="k", marker="o", ms=3, lw=1.4)
+        top.plot(x, accuracy, color="k", marker="o", ms=3, lw=1.4)
         top.set_ylim(-0.02, 1.02)
-    for s in steps:
-        top.axvline(s, color="tab:blue", lw=0.8, alpha=0.5)
     top.set_ylabel(f"accuracy\n{task}", fontsize=8)
     top.grid(alpha=0.3)
-    edges = _edges(steps)
-    im = ax.pcolormesh(edges, np.arange(L + 1), share_LC, cmap="magma", vmin=0, vmax=1, shading="flat")
+    im = ax.pcolormesh(np.arange(C + 1) - 0.5, np.arange(L + 1), share_LC, cmap="magma", vmin=0, vmax=1,
+                       shading="flat")
     for i, r in enumerate(repr_onset_L):
         if r is not None:
-            ax.plot(steps[r], i + 0.5, "o", ms=3, mfc="white", mec="k", mew=0.4)
+            ax.plot(r, i + 0.5, "o", ms=3, mfc="white", mec="k", mew=0.4)
+    for i, o in enumerate(onset_L or []):
+        iv = interval_L[i] if interval_L else None
+        if iv is not None and iv[0] >= 0:
+            ax.plot([iv[0], iv[1]], [i + 0.5, i + 0.5], color="cyan", lw=1.2, alpha=0.9)
+        if o is not None:
+            ax.plot(o, i + 0.5, "o", ms=3.2, mfc="cyan", mec="k", mew=0.3)
     for a in (top, ax):
         if jump is not None:
             a.axvspan(jump[0], jump[1], color="tab:red", alpha=0.15, lw=0)
             a.axvline(jump[1], color="tab:red", ls="--", lw=1)
+        for k, text in marks:
+            a.axvline(k + 0.5, color="tab:green", ls=":", lw=1.2)
+        a.set_xlim(-0.5, C - 0.5)
+    for k, text in marks:
+        top.text(k + 0.6, 0.05, text, color="tab:green", fontsize=7, va="bottom")
     ax.set_ylim(L, 0)
     ax.set_yticks(np.arange(L) + 0.5, row_labels, fontsize=6)
-    for a in (top, ax):
-        a.set_xscale("symlog", linthresh=1)
-        a.set_xlim(edges[0], edges[-1])
+    for lab, st in zip(ax.get_yticklabels(), stable_L or []):
+        lab.set_color(_STABLE_COLOR[st])
     top.tick_params(labelbottom=False)
-    ax.set_xticks(steps, names, rotation=60, fontsize=7)
-    ax.set_xlabel("crosscoded snapshot (training step, symlog)")
+    ax.set_xticks(x, [f"{n}" for n in names], rotation=70, fontsize=7)
+    ax.set_xlabel("crosscoded snapshot, in training order (one column each)")
     fig.colorbar(im, cax=cax, label="|IE| / latent's peak |IE|")
-    top.set_title("when each selected latent matters: rows sorted by causal onset (white dot: representational "
-                  "onset); red: the accuracy jump", fontsize=9)
+    top.set_title("when each selected latent matters: rows sorted by causal onset (cyan dot and bar: causal onset "
+                  "and its interval over prompts;\nwhite dot: representational onset; label green: onset stable over "
+                  "seeds and prompts, red: not); red band: the accuracy jump", fontsize=8)
     return _png(fig)
 
 
 def onset_histogram(causal: dict[str, int], representational: dict[str, int], steps: Sequence[float],
-                    names: Sequence[str], jump_at: float | None) -> bytes:
+                    names: Sequence[str], jump_at: float | None, presence: dict[str, int] | None = None) -> bytes:
     """Latents whose causal / representational onset is at each snapshot, at the true steps."""
     x = np.log10(np.asarray(steps, float) + 1)
     w = 0.35 * (np.min(np.diff(x)) if len(x) > 1 else 1.0)
@@ -200,6 +207,9 @@ def onset_histogram(causal: dict[str, int], representational: dict[str, int], st
     ax.bar(x - w / 2, [causal.get(n, 0) for n in names], w, label="causal onset (|IE|)", color="tab:purple")
     ax.bar(x + w / 2, [representational.get(n, 0) for n in names], w, label="representational onset (decoder norm)",
            color="tab:gray")
+    if presence:
+        ax.plot(x, [presence.get(n, 0) for n in names], "o", color="tab:green", ms=4,
+                label="representational onset (presence, labelled latents)")
     if jump_at is not None:
         ax.axvline(np.log10(jump_at + 1), color="tab:red", ls="--", lw=1, label="accuracy jump")
     ax.set_xticks(x, names, rotation=60, fontsize=7)

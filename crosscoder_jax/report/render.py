@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from crosscoder_jax.report import figures as figs, trajectory
+from crosscoder_jax.report import figures as figs, sure_html, trajectory
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;color:#222}
@@ -78,17 +78,24 @@ def _lead_figures(run: dict[str, Any], attractor_task: str, jump: dict[str, Any]
     labels = [f"#{r['latent']} {r['task']}" for r in rows]
     acc = None
     if run["curves"]:
-        recs = sorted(run["curves"]["checkpoints"], key=lambda r: r["step"])
-        acc = ([r["step"] for r in recs], [r["tasks"].get(attractor_task, {}).get("accuracy", np.nan) for r in recs])
+        by = {r["name"]: r for r in run["curves"]["checkpoints"]}
+        acc = [by[n]["tasks"].get(attractor_task, {}).get("accuracy", np.nan) if n in by else np.nan for n in names]
     idx = {n: k for k, n in enumerate(names)}
-    span = (steps[idx[jump["from"]]], steps[idx[jump["at"]]]) if jump and jump["at"] in idx else None
+    span = (idx[jump["from"]], idx[jump["at"]]) if jump and jump["at"] in idx and jump["from"] in idx else None
+    novel = (run["curves"] or {}).get("novel")
+    marks = [(max(k for k, s in enumerate(steps) if s <= novel["from_step"]), f"novel nouns from step {novel['from_step']}")
+             ] if novel and any(s <= novel["from_step"] for s in steps) else []
     causal = {n: sum(r["onset"] == k for r in every) for k, n in enumerate(names)}
     rep = {n: sum(r["repr_onset"] == k for r in every) for k, n in enumerate(names)}
-    both = [r for r in every if r["onset"] is not None and r["repr_onset"] is not None]
-    return {"timeline": figs.timeline(share, steps, names, labels, [r["repr_onset"] for r in rows], acc, span,
-                                      attractor_task),
-            "onset_histogram": figs.onset_histogram(causal, rep, steps, names, span[1] if span else None),
-            "onset_scatter": figs.onset_scatter([r["repr_onset"] for r in both], [r["onset"] for r in both], names)
+    pres = {n: sum(r.get("presence_onset") == k for r in every) for k, n in enumerate(names)}
+    both = [r for r in every if r["onset"] is not None and r.get("presence_onset") is not None]
+    return {"timeline": figs.timeline(share, steps, names, labels, [r.get("presence_onset") for r in rows], acc, span,
+                                      attractor_task, onset_L=[r["onset"] for r in rows],
+                                      interval_L=[r.get("interval") for r in rows],
+                                      stable_L=[r.get("stable") for r in rows], marks=marks),
+            "onset_histogram": figs.onset_histogram(causal, rep, steps, names,
+                                                    steps[span[1]] if span else None, pres),
+            "onset_scatter": figs.onset_scatter([r["presence_onset"] for r in both], [r["onset"] for r in both], names)
             if both else None}
 
 
@@ -265,9 +272,10 @@ def render(run: dict[str, Any], lat: dict[str, Any] | None, summary: dict[str, A
              f"<br>crosscoded checkpoints: {_e(', '.join(names) or 'unknown')}</p>"]
     no_rows = "no attribution CSVs with selected latents, or no training steps for the snapshots"
     parts += ["<h2>Timeline: when each latent matters</h2>", _img(b64.get("timeline"), "timeline", no_rows),
+              "<h2>How sure</h2>", sure_html.section(summary.get("how_sure")),
               "<h2>Onsets against training steps</h2>", _img(b64.get("onset_histogram"), "onset histogram", no_rows),
-              "<h2>Represented before it is used? Representational vs causal onset</h2>",
-              _img(b64.get("onset_scatter"), "onset scatter", "needs decoder norms (the crosscoder or decnorm columns)"),
+              "<h2>Represented before it is used? Representational (presence) vs causal onset</h2>",
+              _img(b64.get("onset_scatter"), "onset scatter", "needs presence onsets (labelled latents, the store)"),
               "<h2>Crosscoder quality per snapshot</h2>", _quality(run),
               _img(b64.get("training_curve"), "training curve", "no metrics.jsonl")]
     parts += ["<h2>Summary</h2>", _summary_html(summary)]
@@ -316,4 +324,5 @@ def summary_text(s: dict[str, Any]) -> str:
         near = s.get("subject_number_onset_near_jump")
         if near:
             lines.append(f"[report] ... within one snapshot of the jump: {near['within']} of {near['n']}")
+    lines += sure_html.lines(s.get("how_sure"))
     return "\n".join(lines)

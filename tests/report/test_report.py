@@ -45,7 +45,7 @@ def _chromium(binary, url, tmp, *extra):
     return r.stdout
 
 
-def make_run(root: Path, names=("step10", "step30", "step100"), attribution_under_crosscoder=False):
+def make_run(root: Path, names=("step10", "step30", "step100"), attribution_under_crosscoder=False, seeds=True):
     """A tiny run in the layouts of the real files: pretrain (series.json, task_curves.json), a store
     with tokens whose latent 0 is planted on `subj_number==pl`, a crosscoder, eval.json, metrics,
     and attribution CSV/JSON where latent 0 emerges at the attractor task's jump (names[1])."""
@@ -53,7 +53,7 @@ def make_run(root: Path, names=("step10", "step30", "step100"), attribution_unde
 
     from crosscoder_jax import crosscoder
     from crosscoder_jax.synthetic import grammar
-    from crosscoder_jax.analysis import labels
+    from crosscoder_jax.analysis import agreement, attribution, labels, task_analysis, timeline
     from crosscoder_jax.crosscoder.export import save_crosscoder
     from crosscoder_jax.data.store import create_store
 
@@ -115,15 +115,39 @@ def make_run(root: Path, names=("step10", "step30", "step100"), attribution_unde
         r.update({"class": f"{em} specific", "lifecycle": f"emerges at {em}, maintained", "emerges": em,
                   "discontinued": ""})
         rows.append(r)
+    # how sure: every one of 20 prompts has the task's IE (a sure onset), exact ablations equal to it
+    ie_CK = np.array([[r[f"ie_{n}"] for r in rows] for n in names])
+    chosen = np.array([r["latent"] for r in rows])
+    c_i, p_i, k_i = np.nonzero(np.broadcast_to(ie_CK[:, None, :], (C, 20, len(rows))))
+    entries = attribution.PromptEntries(c_i, p_i, chosen[k_i], ie_CK[c_i, k_i], C, 20)
+    sure = task_analysis._how_sure(entries, chosen, timeline.onsets(ie_CK.T), ie_CK, names, 0.3, 40, 0)
+    for r, extra in zip(rows, sure["rows"]):
+        r.update(extra)
     with open(att / f"{TASK}.csv", "w", newline="") as fh:
         wr = csv.DictWriter(fh, fieldnames=list(rows[0]))
         wr.writeheader()
         wr.writerows(rows)
+    ie_CF = np.array([[next((r[f"ie_{n}"] for r in rows if r["latent"] == i), 0.0) for i in range(F)] for n in names])
     summ = {"checkpoints": list(names), "task": {n: {"accuracy": acc[int(n[4:])], "n": 8} for n in names},
-            "ablation": {"rho_relie": 0.9, "rho_reldec": 0.5},
-            "ie_all": {n: [next((r[f"ie_{n}"] for r in rows if r["latent"] == i), 0.0) for i in range(F)] for n in names}}
+            "ablation": {"rho_relie": 0.9, "rho_reldec": 0.5}, "how_sure": sure["summary"],
+            "ie_all": {n: ie_CF[c].tolist() for c, n in enumerate(names)}}
     (att / f"{TASK}.json").write_text(json.dumps(summ))
+    if seeds:  # a second seed: the same crosscoder with its latents in another order
+        perm = np.random.default_rng(1).permutation(F)
+        seed_dir = root / "seeds" / "seed1"
+        seed_dir.mkdir(parents=True)
+        save_crosscoder(seed_dir / "crosscoder.safetensors", {k: _permute(k, v, perm) for k, v in params.items()}, {},
+                        spec, [1.0] * C, list(names))
+        agreement.write_task_ie(seed_dir / "attribution", TASK, names, {"ie": ie_CF[:, perm], "metric": np.zeros(C)})
+        res = agreement.agree((0, cc_dir), att, [(1, seed_dir)], names, rows_NCD=acts[:2000])
+        agreement.write(res, root / "agreement")
     return root
+
+
+def _permute(name, value, perm):
+    """A crosscoder parameter with its latent axis reordered."""
+    axis = {"W_enc": 2, "b_enc": 0, "W_dec": 0}.get(name)
+    return value if axis is None else np.take(value, perm, axis=axis)
 
 
 def test_report_renders_in_chromium(tmp_path, chromium):
@@ -139,7 +163,19 @@ def test_report_renders_in_chromium(tmp_path, chromium):
             "training_curve.png", "timeline.png", "onset_histogram.png", "onset_scatter.png"} <= set(pngs)
     # the report leads with the timeline, then the onsets and the quality per snapshot, then the rest
     heads = re.findall(r"<h2>(.*?)</h2>", html)
-    assert heads[0].startswith("Timeline") and heads[1].startswith("Onsets") and heads.index("Summary") > 3
+    assert heads[0].startswith("Timeline") and heads[1] == "How sure" and heads[2].startswith("Onsets")
+    assert heads.index("Summary") > 4
+    # how sure: the second seed holds the same latents, so every onset is matched and seed-stable; every
+    # prompt carries the same IE, so every onset is prompt-stable; exact ablations equal the IE
+    sure = summary["how_sure"]
+    assert sure["seeds"]["seeds"] == [0, 1] and sure["seeds"]["overall"] == {"n": 3, "seed_stable": 1.0,
+                                                                              "prompt_stable": 1.0, "both": 1.0}
+    assert sure["prompts"]["share"] == 1.0 and sure["exact"]["agreement"] == 1.0 and not sure["exact"]["disagreements"]
+    assert "seed-stable" in html
+    from crosscoder_jax.report import build, trajectory
+    rows = trajectory.latent_rows(build.load_run(build.resolve_paths(demo)), TASK)
+    assert all(r["stable"] and r["interval"] == (r["onset"], r["onset"]) and r["exact_onset"] == r["onset"]
+               for r in rows)
     assert json.loads((out / "report_summary.json").read_text())["n_selected"] == 3
     # the measurement: the planted latent is labelled with the subject's number and emerges at the jump
     assert summary["attractor_jump"]["at"] == "step30"
