@@ -100,23 +100,25 @@ def _novel(nv: dict[str, Any] | None) -> str:
     rows = []
     for seed, v in (nv.get("per_seed") or {}).items():
         fe, nj, gj = v["false_early"], v.get("near_jump") or {}, v.get("gated_near_jump") or {}
-        rows.append([seed, v["labelled"], fe["causal"], fe["gated"], fe["repr"], v["selected"],
+        rows.append([seed, v["labelled"], fe["causal"], fe["gated"], fe["repr"], fe.get("decnorm"), v["selected"],
                      f'{nj.get("within", 0)} of {nj.get("n", 0)}', f'{gj.get("within", 0)} of {gj.get("n", 0)}'])
     p = nv.get("pooled")
     if p:
         fr = p["false_early_rate"]
-        rows.append(["pooled", p["labelled"], fr["causal"], fr["gated"], fr["repr"], p["near_jump"]["n"],
+        rows.append(["pooled", p["labelled"], fr["causal"], fr["gated"], fr["repr"], fr.get("decnorm"), p["near_jump"]["n"],
                      f'{p["near_jump"]["within"]} of {p["near_jump"]["n"]} ({_f(p["near_jump"]["fraction"])})',
                      f'{p["gated_near_jump"]["within"]} of {p["gated_near_jump"]["n"]} '
                      f'({_f(p["gated_near_jump"]["fraction"])})'])
     out += _table(["seed", "labelled for it", "onset before X: causal (IE)", "causal, where present",
-                   "representational (presence)", "labelled and selected", "causal onset at the jump .. +2",
-                   "same, where present"], rows)
+                   "representational (presence)", "decoder norms (RelDec's)", "labelled and selected",
+                   "causal onset at the jump .. +2", "same, where present"], rows)
     lat = [[s, x["latent"], x["property"], x["corr"], x["selected"], x["causal_onset"], x["gated_onset"],
-            x["repr_onset"], x.get("from_jump")] for s, v in (nv.get("per_seed") or {}).items() for x in v["latents"]]
+            x["repr_onset"], x.get("decnorm_onset"), x.get("from_jump")]
+           for s, v in (nv.get("per_seed") or {}).items() for x in v["latents"]]
     if lat:
         out += _table(["seed", "latent", "label", "corr", "selected", "causal onset", "causal where present",
-                       "representational onset", "snapshots from the jump"], lat, left=3)
+                       "representational onset (presence)", "decoder-norm onset", "snapshots from the jump"], lat,
+                      left=3)
     return out
 
 
@@ -173,7 +175,8 @@ def lines(sure: dict[str, Any] | None) -> list[str]:
         fr = p["false_early_rate"]
         out.append(f"[report] novel nouns from step {nv['from_step']}: task at chance before: {nv['at_chance_before']}; "
                    f"{p['labelled']} labelled latents over seeds {p['seeds']}; onset before X: causal {_f(fr['causal'])}, "
-                   f"causal where present {_f(fr['gated'])}, representational {_f(fr['repr'])}; labelled and "
+                   f"causal where present {_f(fr['gated'])}, representational {_f(fr['repr'])} (decoder norms "
+                   f"{_f(fr.get('decnorm'))}); labelled and "
                    f"selected with the causal onset at the jump..+2: {p['near_jump']['within']} of {p['near_jump']['n']} "
                    f"(where present: {p['gated_near_jump']['within']} of {p['gated_near_jump']['n']})")
     return out

@@ -31,6 +31,7 @@ from crosscoder_jax.report.codes import encode_store
 from crosscoder_jax.report.trajectory import steps_of_run
 
 AFTER_JUMP = (-1, 2)
+EARLY_KINDS = ("causal", "gated", "repr", "decnorm")  # onsets checked against X: IE, IE where present, presence, RelDec's norms
 
 
 def chance_band(n_forms: int) -> float:
@@ -55,12 +56,13 @@ def _name(names: Sequence[str], i: int | None) -> str | None:
 
 def novel_seed(names: Sequence[str], steps: Sequence[float], x_step: int, jump: tuple[int, int, float] | None,
                f_NF: np.ndarray, props_NK: np.ndarray, prop_names: Sequence[str], ie_CF: np.ndarray,
-               presence_of: dict[int, np.ndarray], threshold: float, top: int = 10, tau: float = 0.3
-               ) -> dict[str, Any]:
+               presence_of: dict[int, np.ndarray], threshold: float, top: int = 10, tau: float = 0.3,
+               decnorm_FC: np.ndarray | None = None) -> dict[str, Any]:
     """The novel-noun ground truth for one crosscoder: its labelled latents, their causal (IE on the
-    novel task), presence-gated causal and representational onsets, which of them are before X, and
-    of the labelled-and-selected ones the snapshots from the jump. `presence_of` holds the presence
-    series of (at least) the labelled latents."""
+    novel task), presence-gated causal and representational onsets (presence; and, with
+    `decnorm_FC`, the paper's decoder norms), which of them are before X, and of the
+    labelled-and-selected ones the snapshots from the jump. `presence_of` holds the presence series
+    of (at least) the labelled latents."""
     live = f_NF.max(axis=0) > 0
     labs = labels_mod.best_labels(labels_mod.correlations(f_NF, props_NK), prop_names, threshold)
     chosen = set(relie.select_top(ie_CF, top).tolist())
@@ -75,11 +77,12 @@ def novel_seed(names: Sequence[str], steps: Sequence[float], x_step: int, jump: 
         p = presence_of.get(i)
         rep = presence.onset(p, tau) if p is not None else None
         gated = presence.gated_onset(ie_CF[:, i], p, tau) if p is not None else None
+        dec = int(timeline.onsets(decnorm_FC[i][None, :], tau)[0]) if decnorm_FC is not None else -1
         row = {"latent": int(i), "property": lab["property"], "corr": float(lab["corr"]), "selected": i in chosen,
                "causal_onset": _name(names, causal), "gated_onset": _name(names, gated),
-               "repr_onset": _name(names, rep),
+               "repr_onset": _name(names, rep), "decnorm_onset": _name(names, dec),
                "early_causal": 0 <= causal <= last_before, "early_gated": gated is not None and gated <= last_before,
-               "early_repr": rep is not None and rep <= last_before}
+               "early_repr": rep is not None and rep <= last_before, "early_decnorm": 0 <= dec <= last_before}
         if jump is not None:
             row["from_jump"] = None if causal < 0 else causal - jump[1]
             row["gated_from_jump"] = None if gated is None else gated - jump[1]
@@ -91,7 +94,7 @@ def novel_seed(names: Sequence[str], steps: Sequence[float], x_step: int, jump: 
         return {"n": len(sel), "with_onset": len(d), "within": sum(AFTER_JUMP[0] <= x <= AFTER_JUMP[1] for x in d)}
 
     return {"latents": rows, "labelled": len(rows), "selected": len(sel),
-            "false_early": {k: sum(r[f"early_{k}"] for r in rows) for k in ("causal", "gated", "repr")},
+            "false_early": {k: sum(r[f"early_{k}"] for r in rows) for k in EARLY_KINDS},
             "near_jump": near("from_jump") if jump else None, "gated_near_jump": near("gated_from_jump") if jump else None}
 
 
@@ -101,7 +104,7 @@ def pool(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     n_lab = sum(s["labelled"] for s in per_seed.values())
     out: dict[str, Any] = {"seeds": sorted(per_seed), "labelled": n_lab}
     out["false_early_rate"] = {k: (sum(s["false_early"][k] for s in per_seed.values()) / n_lab if n_lab else None)
-                               for k in ("causal", "gated", "repr")}
+                               for k in EARLY_KINDS}
     for key in ("near_jump", "gated_near_jump"):
         parts = [s[key] for s in per_seed.values() if s.get(key)]
         n, w = sum(p["n"] for p in parts), sum(p["within"] for p in parts)
@@ -140,6 +143,11 @@ def prompt_shares(attribution: dict[str, dict[str, Any]]) -> dict[str, Any]:
             per[task] = {"n": len(flags), "share": sum(flags) / len(flags)}
             n, k = n + len(flags), k + sum(flags)
     return {"tasks": per, "n": n, "share": k / n if n else None, "n_boot": n_boot}
+
+
+def _decnorms(cc) -> np.ndarray:
+    """Decoder norms [F, C] in the normalised space (what RelDec shares out)."""
+    return np.linalg.norm(np.asarray(cc.params["W_dec"], np.float64), axis=-1)
 
 
 def _seed_table(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -226,7 +234,7 @@ def novel_truth(run: dict[str, Any], lat: dict[str, Any], series: dict[int, np.n
     enc = lat["enc"]
     if ie is not None:
         per[ref_seed] = novel_seed(names, steps, x, jump, enc["f"][:n_tokens], lat["props"][:n_tokens],
-                                   lat["prop_names"], ie, series, threshold, top, tau)
+                                   lat["prop_names"], ie, series, threshold, top, tau, _decnorms(run["cc"]))
     for seed, d in _other_seeds(run):
         ie_s = read_task_ie(d / "attribution", names).get(task)
         if ie_s is None:
@@ -240,7 +248,7 @@ def novel_truth(run: dict[str, Any], lat: dict[str, Any], series: dict[int, np.n
         ann = {k: v[:len(f_s)] for k, v in lat["ann"].items()}
         ser = presence.latent_presence(acts, f_s, enc["tokens"][:len(f_s)], ann, want)
         per[seed] = novel_seed(names, steps, x, jump, f_s, lat["props"][:len(f_s)], lat["prop_names"], ie_s, ser,
-                               threshold, top, tau)
+                               threshold, top, tau, _decnorms(cc_s))
     out["per_seed"] = {str(s): v for s, v in per.items()}
     out["pooled"] = pool(per) if per else None
     return out

@@ -29,8 +29,9 @@ def _seed(early_ie: bool):
         ie[1:3, 0] = 2.0                            # an effect before the nouns exist: the shared code's
     ie[:, 1] = 0.5
     pres = {0: np.array([0, 0, 0, 0.02, 0.6, 0.7])}
+    dec = np.full((3, 6), 0.3)  # flat decoder norms: onset at the first snapshot
     return truth.novel_seed(names, steps, 100, (3, 4, 0.5), f, props, ["novel&number==sg", "role==subj"], ie, pres,
-                            threshold=0.5, top=1)
+                            threshold=0.5, top=1, decnorm_FC=dec)
 
 
 def test_novel_seed_counts_false_early_and_the_jump_window():
@@ -40,12 +41,12 @@ def test_novel_seed_counts_false_early_and_the_jump_window():
     assert row["latent"] == 0 and row["causal_onset"] == "step10" and row["early_causal"]
     assert row["gated_onset"] == "step210" and not row["early_gated"] and row["repr_onset"] == "step210"
     assert row["from_jump"] == -3 and row["gated_from_jump"] == 0
-    assert s["false_early"] == {"causal": 1, "gated": 0, "repr": 0}
+    assert s["false_early"] == {"causal": 1, "gated": 0, "repr": 0, "decnorm": 1} and row["decnorm_onset"] == "step0"
     assert s["near_jump"] == {"n": 1, "with_onset": 1, "within": 0}
     assert s["gated_near_jump"]["within"] == 1
     clean = _seed(early_ie=False)
     assert clean["false_early"]["causal"] == 0 and clean["near_jump"]["within"] == 1
     p = truth.pool({0: s, 1: clean})
-    assert p["labelled"] == 2 and p["false_early_rate"] == {"causal": 0.5, "gated": 0.0, "repr": 0.0}
+    assert p["labelled"] == 2 and p["false_early_rate"] == {"causal": 0.5, "gated": 0.0, "repr": 0.0, "decnorm": 1.0}
     assert p["near_jump"] == {"n": 2, "within": 1, "fraction": 0.5}
     assert p["gated_near_jump"]["fraction"] == 1.0
