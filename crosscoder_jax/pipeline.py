@@ -1,7 +1,9 @@
-"""The main job on the embedded default: pretrain the tiny model, pick checkpoints, harvest, train a
-crosscoder, evaluate, attribute on every synthetic task, report. Every stage resumes, and a stage
-that finished is recorded in `<workdir>/demo.json` and skipped, so rerunning a finished demo redoes
-nothing. Stage wall times are recorded there too.
+"""The main job on the embedded default: pretrain the tiny model, pick checkpoints (all of them by
+default), harvest, train a crosscoder and, with `seeds` > 1, more on the same store with other
+seeds, evaluate, attribute on every synthetic task (the other seeds: the IE of every latent), match
+the seeds' latents and compare their onsets, report. Every stage resumes, and a stage that finished
+is recorded in `<workdir>/demo.json` and skipped, so rerunning a finished demo redoes nothing.
+Stage wall times are recorded there too.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The main job, end to end on the embedded default: pretrain the tiny model on the synthetic
-language, choose checkpoints around the attractor task's accuracy jump, harvest, train a
-crosscoder, evaluate it inside the models, attribute on every synthetic task, and write the report.
+language (novel nouns withheld until step 1,000), crosscode every checkpoint it saved, harvest,
+train three crosscoders with different seeds on the one store, evaluate, attribute on every
+synthetic task, compare the seeds' onsets, and write the report.
 
-  python -m launch.demo [--config.workdir=runs/demo] [--config.checkpoints=step126,step355,step2000]
+  python -m launch.demo [--config.workdir=runs/demo] [--config.seeds=1] [--config.n_snapshots=8]
 Rerunning resumes; a finished demo redoes nothing. Stage times are in <workdir>/demo.json.
 """
 

@@ -57,5 +57,19 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
                            text=True, timeout=300)
         assert r.returncode == 0, (args[0], r.stderr[-2000:])
     assert (tmp_path / "attr" / "simple_agreement.csv").exists()
+    # seed agreement on the demo's store without a demo: two small crosscoders, one task
+    seeds_dir = tmp_path / "seeds"
+    r = subprocess.run([sys.executable, "-m", "launch.seeds", f"--config.workdir={seeds_dir}", "--config.seeds=2",
+                        f"--config.train.activations={work / 'store'}", f"--config.tasks={tasks_glob}",
+                        "--config.train.steps=20", "--config.train.dict_size=64", "--config.train.batch_size=256",
+                        "--config.train.k=8", "--config.train.progress=False", "--config.attribute.limit=8",
+                        "--config.attribute.steps=2", "--config.attribute.threshold=0.0",
+                        "--config.attribute.progress=False", "--config.match_rows=1024"],
+                       env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    agreed = json.loads((seeds_dir / "agreement" / "agreement.json").read_text())
+    assert agreed["seeds"] == [0, 1] and set(agreed["tasks"]) == {"simple_agreement"}
+    assert (seeds_dir / "seed0" / "attribution" / "simple_agreement.csv").exists()
+    assert (seeds_dir / "seed1" / "attribution" / "simple_agreement.json").exists()
     curves = json.loads((tmp_path / "curves.json").read_text())
     assert set(curves["simple_agreement"]) == set(chosen)

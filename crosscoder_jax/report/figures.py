@@ -198,22 +198,24 @@ def timeline(share_LC: np.ndarray, steps: Sequence[float], names: Sequence[str],
     return _png(fig)
 
 
-def onset_histogram(causal: dict[str, int], representational: dict[str, int], steps: Sequence[float],
-                    names: Sequence[str], jump_at: float | None, presence: dict[str, int] | None = None) -> bytes:
-    """Latents whose causal / representational onset is at each snapshot, at the true steps."""
-    x = np.log10(np.asarray(steps, float) + 1)
-    w = 0.35 * (np.min(np.diff(x)) if len(x) > 1 else 1.0)
-    fig, ax = plt.subplots(figsize=(9, 2.8))
-    ax.bar(x - w / 2, [causal.get(n, 0) for n in names], w, label="causal onset (|IE|)", color="tab:purple")
-    ax.bar(x + w / 2, [representational.get(n, 0) for n in names], w, label="representational onset (decoder norm)",
-           color="tab:gray")
-    if presence:
-        ax.plot(x, [presence.get(n, 0) for n in names], "o", color="tab:green", ms=4,
-                label="representational onset (presence, labelled latents)")
+def onset_histogram(causal: dict[str, int], representational: dict[str, int], names: Sequence[str],
+                    jump_at: int | None, presence: dict[str, int] | None = None) -> bytes:
+    """Latents whose causal / representational onset is at each snapshot (one slot each, in training
+    order, as in the timeline)."""
+    x = np.arange(len(names))
+    kinds = [("causal onset (|IE|)", causal, "tab:purple"),
+             ("representational onset (presence, labelled latents)", presence, "tab:green"),
+             ("representational onset (decoder norm)", representational, "tab:gray")]
+    kinds = [k for k in kinds if k[1] is not None]
+    w = 0.8 / len(kinds)
+    fig, ax = plt.subplots(figsize=(10, 2.9))
+    for j, (label, counts, color) in enumerate(kinds):
+        ax.bar(x - 0.4 + w * (j + 0.5), [counts.get(n, 0) for n in names], w, label=label, color=color)
     if jump_at is not None:
-        ax.axvline(np.log10(jump_at + 1), color="tab:red", ls="--", lw=1, label="accuracy jump")
-    ax.set_xticks(x, names, rotation=60, fontsize=7)
-    ax.set_xlabel("snapshot (x at log10(step + 1))")
+        ax.axvline(jump_at, color="tab:red", ls="--", lw=1, label="accuracy jump")
+    ax.set_xticks(x, names, rotation=70, fontsize=7)
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    ax.set_xlabel("crosscoded snapshot, in training order")
     ax.set_ylabel("selected latents")
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)

@@ -93,8 +93,7 @@ def _lead_figures(run: dict[str, Any], attractor_task: str, jump: dict[str, Any]
                                       attractor_task, onset_L=[r["onset"] for r in rows],
                                       interval_L=[r.get("interval") for r in rows],
                                       stable_L=[r.get("stable") for r in rows], marks=marks),
-            "onset_histogram": figs.onset_histogram(causal, rep, steps, names,
-                                                    steps[span[1]] if span else None, pres),
+            "onset_histogram": figs.onset_histogram(causal, rep, names, span[1] if span else None, pres),
             "onset_scatter": figs.onset_scatter([r["presence_onset"] for r in both], [r["onset"] for r in both], names)
             if both else None}
 
@@ -273,7 +272,7 @@ def render(run: dict[str, Any], lat: dict[str, Any] | None, summary: dict[str, A
     no_rows = "no attribution CSVs with selected latents, or no training steps for the snapshots"
     parts += ["<h2>Timeline: when each latent matters</h2>", _img(b64.get("timeline"), "timeline", no_rows),
               "<h2>How sure</h2>", sure_html.section(summary.get("how_sure")),
-              "<h2>Onsets against training steps</h2>", _img(b64.get("onset_histogram"), "onset histogram", no_rows),
+              "<h2>Onsets per snapshot</h2>", _img(b64.get("onset_histogram"), "onset histogram", no_rows),
               "<h2>Represented before it is used? Representational (presence) vs causal onset</h2>",
               _img(b64.get("onset_scatter"), "onset scatter", "needs presence onsets (labelled latents, the store)"),
               "<h2>Crosscoder quality per snapshot</h2>", _quality(run),
