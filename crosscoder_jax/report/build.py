@@ -28,8 +28,6 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from crosscoder_jax import crosscoder as cc_mod
@@ -39,7 +37,6 @@ from crosscoder_jax.data.location import Location
 from crosscoder_jax.data.store import Store
 from crosscoder_jax.report import render, trajectory, truth
 from crosscoder_jax.report.codes import encode_store, token_strings, top_contexts
-from crosscoder_jax.synthetic import vocab
 from crosscoder_jax.synthetic.pairs import ATTRACTOR_TASK
 
 TRUTH_THRESHOLDS = (0.3, 0.4, 0.5)  # |corr| cuts at which the report also counts the ground truth

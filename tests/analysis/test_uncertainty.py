@@ -70,7 +70,7 @@ def test_bootstrap_matches_a_loop_over_resamples():
 
 
 def test_identical_prompts_give_a_sure_onset_and_split_prompts_do_not():
-    C, N = 6, 40
+    N = 40
     early = np.array([0, 1, 1, 1, 1, 1.0])
     late = np.array([0, 0, 0, 0, 1, 1.0])
     same = np.repeat(early[:, None, None], N, axis=1)
