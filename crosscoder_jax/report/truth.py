@@ -27,7 +27,6 @@ import numpy as np
 from crosscoder_jax.analysis import labels as labels_mod, presence, relie, timeline
 from crosscoder_jax.analysis.agreement import read_task_ie
 from crosscoder_jax.crosscoder import load_crosscoder
-from crosscoder_jax.report.codes import encode_store
 from crosscoder_jax.report.trajectory import steps_of_run
 
 AFTER_JUMP = (-1, 2)
@@ -55,16 +54,13 @@ def _name(names: Sequence[str], i: int | None) -> str | None:
 
 
 def novel_seed(names: Sequence[str], steps: Sequence[float], x_step: int, jump: tuple[int, int, float] | None,
-               f_NF: np.ndarray, props_NK: np.ndarray, prop_names: Sequence[str], ie_CF: np.ndarray,
-               presence_of: dict[int, np.ndarray], threshold: float, top: int = 10, tau: float = 0.3,
-               decnorm_FC: np.ndarray | None = None) -> dict[str, Any]:
-    """The novel-noun ground truth for one crosscoder: its labelled latents, their causal (IE on the
-    novel task), presence-gated causal and representational onsets (presence; and, with
-    `decnorm_FC`, the paper's decoder norms), which of them are before X, and of the
-    labelled-and-selected ones the snapshots from the jump. `presence_of` holds the presence series
-    of (at least) the labelled latents."""
-    live = f_NF.max(axis=0) > 0
-    labs = labels_mod.best_labels(labels_mod.correlations(f_NF, props_NK), prop_names, threshold)
+               labs: Sequence[dict[str, Any]], live: np.ndarray, ie_CF: np.ndarray, presence_of: dict[int, np.ndarray],
+               top: int = 10, tau: float = 0.3, decnorm_FC: np.ndarray | None = None) -> dict[str, Any]:
+    """The novel-noun ground truth for one crosscoder: its labelled latents (`labs`, one
+    `labels.best_labels` record per latent; `live` [F]), their causal (IE on the novel task),
+    presence-gated causal and representational onsets (presence; and, with `decnorm_FC`, the paper's
+    decoder norms), which of them are before X, and of the labelled-and-selected ones the snapshots
+    from the jump. `presence_of` holds the presence series of (at least) the labelled latents."""
     chosen = set(relie.select_top(ie_CF, top).tolist())
     before = [k for k, s in enumerate(steps) if s <= x_step]
     last_before = max(before) if before else -1
@@ -232,23 +228,21 @@ def novel_truth(run: dict[str, Any], lat: dict[str, Any], series: dict[int, np.n
     ref_seed = int(((run.get("agreement") or {}).get("summary") or {}).get("reference_seed", 0))
     ie = _ie_all(run["attribution"], task, names)
     enc = lat["enc"]
-    if ie is not None:
-        per[ref_seed] = novel_seed(names, steps, x, jump, enc["f"][:n_tokens], lat["props"][:n_tokens],
-                                   lat["prop_names"], ie, series, threshold, top, tau, _decnorms(run["cc"]))
+    if ie is not None:  # labels on all the report's rows, presence on the first n_tokens, as for the other seeds
+        per[ref_seed] = novel_seed(names, steps, x, jump, lat["labels"], enc["f"].max(axis=0) > 0, ie, series, top,
+                                   tau, _decnorms(run["cc"]))
+    ann = {k: v[:n_tokens] for k, v in lat["ann"].items()}
     for seed, d in _other_seeds(run):
         ie_s = read_task_ie(d / "attribution", names).get(task)
         if ie_s is None:
             continue
         cc_s = load_crosscoder(d / "crosscoder.safetensors")
-        f_s = encode_store(cc_s, run["store"], n_tokens)["f"][:n_tokens]
-        labs = labels_mod.best_labels(labels_mod.correlations(f_s, lat["props"][:len(f_s)]), lat["prop_names"],
-                                      threshold)
+        f_s = cc_s.encode_rows(enc["acts"])  # the rows the reference's labels were computed on
+        labs = labels_mod.best_labels(labels_mod.correlations(f_s, lat["props"]), lat["prop_names"], threshold)
         want = {lb["latent"]: lb["property"] for lb in labs if lb["labelled"] and labels_mod.is_novel_number(lb["property"])}
-        acts = enc["acts"][:len(f_s)] * np.asarray(cc_s.scales, np.float32)[None, :, None]
-        ann = {k: v[:len(f_s)] for k, v in lat["ann"].items()}
-        ser = presence.latent_presence(acts, f_s, enc["tokens"][:len(f_s)], ann, want)
-        per[seed] = novel_seed(names, steps, x, jump, f_s, lat["props"][:len(f_s)], lat["prop_names"], ie_s, ser,
-                               threshold, top, tau, _decnorms(cc_s))
+        acts = enc["acts"][:n_tokens] * np.asarray(cc_s.scales, np.float32)[None, :, None]
+        ser = presence.latent_presence(acts, f_s[:n_tokens], enc["tokens"][:n_tokens], ann, want)
+        per[seed] = novel_seed(names, steps, x, jump, labs, f_s.max(axis=0) > 0, ie_s, ser, top, tau, _decnorms(cc_s))
     out["per_seed"] = {str(s): v for s, v in per.items()}
     out["pooled"] = pool(per) if per else None
     return out

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from crosscoder_jax.analysis import labels
 from crosscoder_jax.report import truth
 
 
@@ -30,8 +31,8 @@ def _seed(early_ie: bool):
     ie[:, 1] = 0.5
     pres = {0: np.array([0, 0, 0, 0.02, 0.6, 0.7])}
     dec = np.full((3, 6), 0.3)  # flat decoder norms: onset at the first snapshot
-    return truth.novel_seed(names, steps, 100, (3, 4, 0.5), f, props, ["novel&number==sg", "role==subj"], ie, pres,
-                            threshold=0.5, top=1, decnorm_FC=dec)
+    labs = labels.label_latents(f, props, ["novel&number==sg", "role==subj"], threshold=0.5)
+    return truth.novel_seed(names, steps, 100, (3, 4, 0.5), labs, f.max(axis=0) > 0, ie, pres, top=1, decnorm_FC=dec)
 
 
 def test_novel_seed_counts_false_early_and_the_jump_window():
