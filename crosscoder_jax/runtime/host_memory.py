@@ -96,10 +96,17 @@ class Keeper:
     takes a new block and leaves the old one resident. So: after the first step
     `settle` measures what keeping costs (resident growth over that step: the freed block, plus the
     compiler's garbage) and keeps only if the system could hold that again on top (room for one
-    stray hole and the next block); then, after every step, a resident size past the settled one
-    by half of that returns the free pages (`release`), so that stray holes do not pile up. At
-    C 3, D 2048, F 65536 on a 24 GB machine that room is not there and the defaults stay.
+    stray hole and the next block); over the next `WARM_STEPS` steps the limit follows the resident
+    size up (the reader's windows and the loop's own buffers settle after the first step); then,
+    after every step, a resident size past the limit (the settled size plus half a block) returns
+    the free pages (`release`), so that stray holes do not pile up. At C 3, D 2048, F 65536 on a
+    24 GB machine that room is not there and the defaults stay. A limit fixed right after the first
+    step sat below the steady resident size (C 1, D 512, F 16384, batch 4096: 4.15 against 4.85 GB),
+    so half of all steps returned the 1.3 GB block and faulted it in again: 8,000 tokens/s against
+    10,800 with the limit learned (benchmarks/README.md).
     """
+
+    WARM_STEPS = 16
 
     def __init__(self) -> None:
         self.reason = why_not()
@@ -123,14 +130,22 @@ class Keeper:
         if room < kept + (1 << 30):
             self.close(f"{kept / 1e9:.1f} GB kept over the first step, {room / 1e9:.1f} GB left")
             return f"returned to the system after each step ({self.reason}: too little room to keep them)"
-        self._limit = resident_bytes() + kept // 2
+        self._half_block = kept // 2
+        self._limit = resident_bytes() + self._half_block
+        self._warm = self.WARM_STEPS
         return (f"kept between steps ({kept / 1e9:.1f} GB over the first step, {room / 1e9:.1f} GB left; glibc: "
                 "no mmap, no trim" + (", one arena)" if one_arena() else "; not one arena from start-up: launch "
                 "through `python -m launch.train` for the setting that lets worker threads reuse the heap)"))
 
     def after_step(self) -> None:
         """Returns stray holes once the resident size passes the settled one (see the class)."""
-        if self.on and self._limit is not None and resident_bytes() > self._limit:
+        if not self.on or self._limit is None:
+            return
+        rss = resident_bytes()
+        if self._warm > 0:  # still settling: learn the steady size instead of returning memory
+            self._warm -= 1
+            self._limit = max(self._limit, rss + self._half_block)
+        elif rss > self._limit:
             release()
             self.releases += 1
 

@@ -256,7 +256,7 @@ def _run(config, workdir, store, mesh, batch_shape, block, write_config, spec, k
     reader = _reader(store, config, block, int(state.data_position))
     bar = progress(config.steps, initial=start, desc="train", unit="step",
                    disable=jax.process_index() != 0 or not config.progress)
-    last = {"time": time.time(), "step": start}
+    last = {"time": time.time(), "step": start, "data_wait": 0.0}  # data_wait: seconds blocked on the reader
     metrics_host: dict[str, Any] = {}
     prev = None
     needed = _state_bytes(abstract)
@@ -285,7 +285,9 @@ def _run(config, workdir, store, mesh, batch_shape, block, write_config, spec, k
         end = min(config.steps, config.stop_after) if config.stop_after else config.steps
         for step in range(start, end):
             try:
+                t_wait = time.perf_counter()
                 batch = next(reader)
+                last["data_wait"] += time.perf_counter() - t_wait
             except (NonFiniteActivations, StoreDamaged) as e:
                 raise TrainingError(f"at step {step}: {e}. The last good checkpoint is {saved()}.") from e
             state, metrics = step_fn(state, sharding.global_batch(batch.acts_BCD, mesh, batch_shape, block))
@@ -305,8 +307,11 @@ def _run(config, workdir, store, mesh, batch_shape, block, write_config, spec, k
                 now = time.time()
                 metrics_host = jax.device_get(metrics)
                 metrics_host["tokens_per_s"] = (done - last["step"]) * config.batch_size / max(now - last["time"], 1e-9)
+                # the share of the window's wall time the loop waited for batches: near 0 when the reader keeps up
+                metrics_host["data_wait_frac"] = last["data_wait"] / max(now - last["time"], 1e-9)
+                metrics_host["host_rss_gb"] = host_memory.resident_bytes() / 1e9
                 metrics_host.pop("finite")
-                last = {"time": now, "step": done}
+                last = {"time": now, "step": done, "data_wait": 0.0}
                 if jax.process_index() == 0:
                     log.write({"step": done, **metrics_host})
                 bar.set_postfix(loss=f"{float(metrics_host['loss']):.4g}", l0=f"{float(metrics_host['l0']):.1f}",
