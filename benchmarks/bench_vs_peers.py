@@ -139,31 +139,69 @@ def cpu_model() -> str:
 
 def make_data(a, work: Path) -> dict:
     """Writes the store (ours), train.npy (the store's rows) and eval.npy (held out); reused when the
-    settings match."""
+    settings match. `--data`: planted features, power-law feature sums (`synthetic.powerlaw`), or a
+    harvested store's snapshot (`store:PATH[:SNAPSHOT]`, its first rows for training, its last
+    `--eval_rows` held out; D is the store's)."""
     import numpy as np
-    from crosscoder_jax.data.planted_store import write_store
     from crosscoder_jax.data.store import Store
-    from crosscoder_jax.synthetic.planted import make_features, sample
 
-    want = {"D": a.D, "features": a.features, "active": a.active, "rows": a.pool_batches * a.batch,
-            "chunk": a.batch, "eval_rows": a.eval_rows, "seed": 0, "version": 1}
+    want = {"data": a.data, "D": a.D, "features": a.features, "active": a.active, "rows": a.pool_batches * a.batch,
+            "chunk": a.batch, "eval_rows": a.eval_rows, "seed": a.data_seed, "alpha": a.alpha, "noise": a.noise,
+            "version": 2}
     paths = {"store": work / "store", "train": work / "train.npy", "eval": work / "eval.npy",
              "meta": work / "data.json"}
     if all(p.exists() for p in paths.values()) and json.loads(paths["meta"].read_text()) == want:
         print(f"data: reusing {work}")
         return paths
     t = time.perf_counter()
-    feats = make_features(n_features=a.features, n_checkpoints=1, d_model=a.D, p_active=a.active / a.features, seed=0)
-    probe = sample(feats, 4096, np.random.default_rng([0, 2 ** 31]))
-    feats.scale_C = np.array([math.sqrt(a.D) / float(np.linalg.norm(probe[:, 0], axis=-1).mean())])
-    write_store(paths["store"], feats, n_tokens=want["rows"], chunk_size=a.batch, seed=0)
+    if a.data == "planted":
+        from crosscoder_jax.data.planted_store import write_store
+        from crosscoder_jax.synthetic.planted import make_features, sample
+
+        feats = make_features(n_features=a.features, n_checkpoints=1, d_model=a.D, p_active=a.active / a.features,
+                              seed=a.data_seed)
+        probe = sample(feats, 4096, np.random.default_rng([a.data_seed, 2 ** 31]))
+        feats.scale_C = np.array([math.sqrt(a.D) / float(np.linalg.norm(probe[:, 0], axis=-1).mean())])
+        write_store(paths["store"], feats, n_tokens=want["rows"], chunk_size=a.batch, seed=a.data_seed)
+        held_out = sample(feats, a.eval_rows, np.random.default_rng([a.data_seed, 2 ** 32]))[:, 0]
+        what = f"{a.features} planted features ({a.active} active per token on average)"
+    elif a.data == "powerlaw":
+        from crosscoder_jax.data.planted_store import write_powerlaw_store
+        from crosscoder_jax.synthetic import powerlaw
+
+        spec = powerlaw.PowerLaw(d_model=a.D, n_features=a.features, alpha=a.alpha, mean_active=a.active,
+                                 noise=a.noise, seed=a.data_seed)
+        write_powerlaw_store(paths["store"], spec, want["rows"], chunk_size=a.batch)
+        held_out = powerlaw.sample(spec, a.eval_rows, np.random.default_rng([a.data_seed, 2, 0]), spec.directions(),
+                                   powerlaw.scale_of(spec))
+        what = (f"power-law sums of {a.features} random directions (alpha {a.alpha}, {a.active} a row on average, "
+                f"noise {a.noise})")
+    else:
+        from crosscoder_jax.data.store import create_store
+
+        src_path, _, snap = a.data[len("store:"):].partition(":")
+        src = Store(src_path)
+        c = src.meta["checkpoints"].index(snap) if snap else src.n_checkpoints - 1
+        n_src = src.n_tokens
+        if n_src < want["rows"] + a.eval_rows:
+            raise SystemExit(f"{src_path} has {n_src} rows, fewer than {want['rows']} training + {a.eval_rows} held out")
+        rows_all = np.asarray(src.read_rows(0, want["rows"]), np.float32)[:, c]
+        held_out = np.asarray(src.read_rows(n_src - a.eval_rows, n_src), np.float32)[:, c]
+        scale = math.sqrt(src.d_model) / float(np.linalg.norm(rows_all, axis=-1).mean())
+        rows_all, held_out = rows_all * scale, held_out * scale
+        w = create_store(paths["store"], checkpoints=[src.meta["checkpoints"][c]], d_model=src.d_model,
+                         n_tokens=want["rows"], chunk_size=a.batch, model=str(src.meta.get("model")), layer=0)
+        for i in range(w.n_chunks):
+            lo, hi = w.chunk_rows(i)
+            w.write_chunk(i, rows_all[lo:hi, None, :])
+        what = f"snapshot {src.meta['checkpoints'][c]} of {src_path} (D {src.d_model}), scaled to mean norm sqrt(D)"
     rows = Store(paths["store"]).read_rows(0, want["rows"])[:, 0].astype(np.float32)
     np.save(paths["train"], rows)
-    np.save(paths["eval"], sample(feats, a.eval_rows, np.random.default_rng([0, 2 ** 32]))[:, 0])
+    np.save(paths["eval"], np.asarray(held_out, np.float32))
     paths["meta"].write_text(json.dumps(want))
-    print(f"data: {want['rows']:,} training rows + {a.eval_rows:,} held out, D {a.D}, {a.features} planted "
-          f"features ({a.active} active per token on average), mean norm {np.linalg.norm(rows, axis=-1).mean():.1f} "
-          f"(sqrt(D) = {math.sqrt(a.D):.1f}); {time.perf_counter() - t:.0f} s")
+    print(f"data: {want['rows']:,} training rows + {a.eval_rows:,} held out, {what}, mean norm "
+          f"{np.linalg.norm(rows, axis=-1).mean():.1f} (sqrt(D) = {math.sqrt(rows.shape[1]):.1f}); "
+          f"{time.perf_counter() - t:.0f} s")
     return paths
 
 
@@ -281,9 +319,15 @@ def parse(argv=None):
                     help="ours and dictionary_learning batchtopk threshold EMA decay "
                          "(default 0.99 = SAELens's rate 0.01)")
     ap.add_argument("--warmup", type=int, default=None, help="steps left out of the timing (default steps/10, >= 10)")
-    ap.add_argument("--features", type=int, default=None, help="planted features (default 1024; quick 128)")
+    ap.add_argument("--data", default="planted",
+                    help="planted | powerlaw | store:PATH[:SNAPSHOT] (a harvested store's snapshot; default the last)")
+    ap.add_argument("--data_seed", type=int, default=0, help="seed of the planted / power-law data")
+    ap.add_argument("--features", type=int, default=None,
+                    help="planted features (default 1024; quick 128), or power-law directions (default 4096)")
     ap.add_argument("--active", type=float, default=None,
-                    help="planted features active per token (default 16; quick 8)")
+                    help="features active per token (planted: default 16, quick 8; power-law: default 24)")
+    ap.add_argument("--alpha", type=float, default=1.1, help="power-law exponent of the feature frequencies")
+    ap.add_argument("--noise", type=float, default=0.05, help="power-law noise, relative to the signal norm")
     ap.add_argument("--pool_batches", type=int, default=64, help="distinct training batches (cycled)")
     ap.add_argument("--eval_rows", type=int, default=None, help="held-out rows (default 8192; quick 2048)")
     ap.add_argument("--torch_threads", type=int, default=0,
@@ -291,7 +335,8 @@ def parse(argv=None):
     ap.add_argument("--matmul_dtype", default="", help="ours: override config.matmul_dtype (default: the config's)")
     ap.add_argument("--workdir", default="", help="data and runs (default /tmp/bench_vs_peers[_quick]); data reused")
     a = ap.parse_args(argv)
-    full = {"D": 512, "F": 16384, "batch": 4096, "steps": 500, "features": 1024, "active": 16, "eval_rows": 8192}
+    full = {"D": 512, "F": 16384, "batch": 4096, "steps": 500, "features": 4096 if a.data == "powerlaw" else 1024,
+            "active": 24 if a.data == "powerlaw" else 16, "eval_rows": 8192}
     quick = {"D": 64, "F": 1024, "batch": 256, "steps": 40, "features": 128, "active": 8, "eval_rows": 2048}
     for key, value in (quick if a.quick else full).items():
         if getattr(a, key) is None:
@@ -333,7 +378,7 @@ def main(argv=None) -> None:
         sys.exit(f"{PEERS_PY} is missing: run `{sys.executable} benchmarks/bench_vs_peers.py --setup` first")
     a.workdir.mkdir(parents=True, exist_ok=True)
     cpu = cpu_model()
-    print(f"CPU: {cpu} ({os.cpu_count()} logical cores); C 1, D {a.D}, F {a.F}, k {a.k}, batch {a.batch}, "
+    print(f"CPU: {cpu} ({os.cpu_count()} logical cores); data {a.data}; C 1, D {a.D}, F {a.F}, k {a.k}, batch {a.batch}, "
           f"{a.steps} steps ({a.steps * a.batch:,} tokens), lr {a.lr:.3g}, timing after step {a.warmup}, "
           f"batchtopk threshold from step {a.threshold_start}; 1-min load average {os.getloadavg()[0]:.1f}")
     paths = make_data(a, a.workdir)
