@@ -173,3 +173,22 @@ def test_novel_nouns_come_last_and_only_when_asked():
         assert words[0] == "the" and words[1] in vocab.NOVEL_WORDS and len(words) == 2
         ann = p["annotation"]
         assert ann["novel"][2] and ann["subj_novel"][2] and not ann["novel"][1]
+
+
+def test_powerlaw_rows_and_their_store(tmp_path):
+    from crosscoder_jax.data.planted_store import write_powerlaw_store
+    from crosscoder_jax.data.store import Store
+    from crosscoder_jax.synthetic import powerlaw
+
+    spec = powerlaw.PowerLaw(d_model=32, n_features=256, alpha=1.2, mean_active=6.0, noise=0.05, seed=3)
+    p = spec.frequencies()
+    assert abs(p.sum() - 6.0) < 1e-9 and (np.diff(p) < 0).all()  # power law, mean_active a row
+    x = powerlaw.sample(spec, 4000, np.random.default_rng(0), scale=powerlaw.scale_of(spec))
+    assert x.shape == (4000, 32) and abs(np.linalg.norm(x, axis=1).mean() / np.sqrt(32) - 1) < 0.05
+    # the frequent directions carry more of the rows than the rare ones
+    proj = np.abs(x @ spec.directions().T).mean(axis=0)
+    assert proj[:3].mean() > 1.5 * proj[-100:].mean()
+    w = write_powerlaw_store(tmp_path / "s", spec, 3000, chunk_size=1000)
+    again = write_powerlaw_store(tmp_path / "t", spec, 3000, chunk_size=1000)
+    a, b = Store(w.path).read_rows(0, 3000), Store(again.path).read_rows(0, 3000)
+    assert a.shape == (3000, 1, 32) and np.array_equal(a, b)  # a rewrite is identical
