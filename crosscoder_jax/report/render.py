@@ -3,13 +3,12 @@ figures embedded as base64 PNG. No external resources: one file opens anywhere."
 
 from __future__ import annotations
 
-import html
-import math
 from typing import Any, Sequence
 
 import numpy as np
 
 from crosscoder_jax.report import figures as figs, sure_html, trajectory
+from crosscoder_jax.report.html_parts import esc as _e, fmt as _fmt, table as _table
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;color:#222}
@@ -35,30 +34,12 @@ window.addEventListener('load', function () {
 </script>"""
 
 
-def _e(x: Any) -> str:
-    return html.escape(str(x))
-
-
-def _fmt(v: Any, nd: int = 4) -> str:
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.{nd}g}"
-    return _e(v)
-
-
 def _missing(what: str) -> str:
     return f'<p class="missing">not computed: {_e(what)}</p>'
 
 
 def _img(b64: str | None, alt: str, why: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{b64}">' if b64 else _missing(why)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1, cls: str = "") -> str:
-    h = "".join(f'<th class="{"l" if j < left else ""}">{_e(x)}</th>' for j, x in enumerate(header))
-    h = f"<tr>{h}</tr>" if any(header) else ""
-    body = "".join("<tr>" + "".join(f'<td class="{"l" if j < left else ""}">{_fmt(x)}</td>' for j, x in enumerate(r))
-                   + "</tr>" for r in rows)
-    return f'<table class="{cls}">{h}{body}</table>'
 
 
 _MAX_TIMELINE_ROWS = 80

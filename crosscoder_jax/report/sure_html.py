@@ -3,34 +3,22 @@
 
 from __future__ import annotations
 
-import html
-import math
 from typing import Any, Sequence
 
-
-def _e(x: Any) -> str:
-    return html.escape(str(x))
+from crosscoder_jax.report.html_parts import esc as _e, fmt, table
 
 
 def _f(v: Any, nd: int = 3) -> str:
+    """A cell of this section: None as "n/a", booleans as yes / no, numbers to `nd` digits."""
     if v is None:
         return "n/a"
     if isinstance(v, bool):
         return "yes" if v else "no"
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.{nd}g}"
-    return _e(v)
+    return fmt(v, nd)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) -> str:
-    h = "".join(f'<th class="{"l" if j < left else ""}">{_e(x)}</th>' for j, x in enumerate(header))
-    body = "".join("<tr>" + "".join(f'<td class="{"l" if j < left else ""}">{_f(x)}</td>' for j, x in enumerate(r))
-                   + "</tr>" for r in rows)
-    return f"<table><tr>{h}</tr>{body}</table>"
-
-
-def _share(x: dict[str, Any] | None, key: str) -> Any:
-    return None if not x or key not in x else x[key]
+    return table(header, rows, left, cell=_f)
 
 
 def _seeds(sure: dict[str, Any]) -> str:

@@ -254,11 +254,14 @@ def run(config) -> Path:
 
     if start in save_steps and not any(r["step"] == start for r in records):
         save_checkpoint(start, state.params)
+    languages = (grammar_at(config, 0), gcfg)  # without the novel nouns, and from novel_from_step on
+    x_novel = novel_from(config)
     bar = progress(config.steps, initial=start, desc="pretrain", unit="step")
     t0, step, halted = time.time(), start, False
     last_log_t, last_log_step = t0, start
     while step < config.steps:
-        ids = grammar.batch(config.seed, step, config.batch_size, config.seq_len, grammar_at(config, step))
+        lang = languages[x_novel is not None and step >= x_novel]
+        ids = grammar.batch(config.seed, step, config.batch_size, config.seq_len, lang)
         state, metrics = train_step(state, ids)
         step += 1
         bar.update(1)
