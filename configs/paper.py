@@ -43,7 +43,7 @@ def stage_config(stage: str, *, name: str, model: str, checkpoints: str, layer: 
             c.workdir, c.activation = f"{root}/batchtopk", "batchtopk"
             c.k, c.k_start, c.k_anneal_steps = 200, 1000, 5000
             c.threshold_start_step, c.threshold_beta = 1000, 0.999
-            c.dec_init_norm = 1.0  # the paper's; our topk/batchtopk default is 0.1
+            c.dec_init_norm = 1.0  # the paper's; our topk/batchtopk default is 1/sqrt(3 C)
         return c
     if stage == "evaluate":
         c = evaluate.get_config()

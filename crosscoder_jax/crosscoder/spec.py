@@ -7,6 +7,7 @@ looked up by name in `crosscoder_jax.crosscoder.activations`, which validates it
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from crosscoder_jax.crosscoder import activations
 
@@ -33,7 +34,7 @@ class Spec:
       bandwidth: width of the jumprelu straight-through rectangle kernel.
       init_threshold: initial jumprelu threshold.
       dec_init_norm: norm of every decoder row W_dec[i, c] at init; None: the activation function's
-        default (0.08 for l1, 0.1 for topk and batchtopk, 1.0 for jumprelu).
+        default (0.08 for l1, 1/sqrt(3 C) for topk and batchtopk, 1.0 for jumprelu).
       matmul_dtype: operand dtype of the encoder/decoder matmuls ("float32" or "bfloat16");
         accumulation is always float32 (configs may say "auto": `runtime.matmul_choice`).
       sparse_decode: topk/batchtopk training computes everything after the encoder forward from the
@@ -84,4 +85,10 @@ class Spec:
     def dec_init_norm_resolved(self) -> float:
         if self.dec_init_norm is not None:
             return self.dec_init_norm
-        return activations.get(self.activation).dec_init_norm
+        return activations.get(self.activation).default_dec_init_norm(self.n_checkpoints)
+
+
+def default_lr(dict_size: int) -> float:
+    """The training lr where a config leaves it 0: 2e-4 / sqrt(F / 2^14), the rule of sparsify and
+    dictionary_learning (benchmarks/README.md, "Quality per step")."""
+    return 2e-4 / math.sqrt(dict_size / 2 ** 14)

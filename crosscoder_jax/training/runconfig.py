@@ -19,11 +19,17 @@ import numpy as np
 from crosscoder_jax.crosscoder import Spec
 from crosscoder_jax.data.store import Store
 from crosscoder_jax.runtime import matmul_choice
+from crosscoder_jax.training import init_data
 
 # May differ between the run in a workdir and the command that resumes it.
-RUN_CONTROL = {"log_every", "save_every", "max_to_keep", "progress", "resume_anyway", "stop_after", "reader.prefetch",
+# `workdir` too: a workdir moved (say, to a bigger disk) resumes from its new place.
+RUN_CONTROL = {"workdir", "log_every", "save_every", "max_to_keep", "progress", "resume_anyway", "stop_after", "reader.prefetch",
                "distributed.coordinator", "distributed.num_processes", "distributed.process_id",
                "mesh.data", "mesh.snapshot", "mesh.latent", "mesh.zero", "sparse_decode", "live.buffer"}
+
+
+# Fields added after runs were started: a saved config.json without one ran with this value.
+ADDED = {"b_dec_init": "zero"}
 
 
 class ConfigMismatch(ValueError):
@@ -50,6 +56,8 @@ def resolve(config) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict(config.to_dict())
     if not config.activations or not config.workdir:
         raise ValueError("set --config.activations (a store directory) and --config.workdir")
+    if config.b_dec_init not in init_data.B_DEC_INITS:
+        raise ValueError(f"--config.b_dec_init={config.b_dec_init!r}: pick one of {', '.join(init_data.B_DEC_INITS)}")
     return config
 
 
@@ -66,24 +74,39 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 def diff(saved: dict, current: dict) -> dict[str, tuple[Any, Any]]:
     """Fields (dotted names) whose values differ, except run-control fields (and the live-source
     fields of runs that read a store, which configs written before they existed lack)."""
-    a, b = _flat(saved), _flat(current)
+    a, b = {**ADDED, **_flat(saved)}, _flat(current)
     live = "live" in (a.get("activations"), b.get("activations"))
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
             if k not in RUN_CONTROL and a.get(k) != b.get(k) and (live or not k.startswith("live."))}
 
 
+def has_checkpoint(workdir: Path) -> bool:
+    """Whether a (finished) checkpoint step exists in `workdir/checkpoints`."""
+    ckpts = Path(workdir) / "checkpoints"
+    return ckpts.is_dir() and any(p.name.isdigit() and p.is_dir() for p in ckpts.iterdir())
+
+
 def check(workdir: Path, config) -> bool:
     """Refuses a workdir that holds a run with another config (unless `resume_anyway`); True when
-    `config.json` is to be (re)written, which `save` does once the run has started cleanly."""
+    `config.json` is to be (re)written, which `save` does once the run has started cleanly.
+
+    A config.json counts only once its run has saved a checkpoint: a run that failed before its
+    first one (diverged, say) left nothing to resume, so the corrected command simply starts over."""
     path = workdir / "config.json"
-    if not path.exists():
+    if not path.exists() or not has_checkpoint(workdir):
         return True
-    differ = diff(json.loads(path.read_text()), json.loads(json.dumps(config.to_dict())))
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigMismatch(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): the run's config is "
+                             "damaged. Restore it, or use another --config.workdir") from None
+    current = json.loads(json.dumps(config.to_dict()))
+    differ = diff(saved, current)
     if differ and not config.resume_anyway:
         lines = "; ".join(f"{k}: {a!r} in the workdir, {b!r} now" for k, (a, b) in differ.items())
         raise ConfigMismatch(f"{workdir} holds a run with a different config ({lines}). Use another "
                              "--config.workdir, or --config.resume_anyway=True to continue it anyway.")
-    return bool(differ)
+    return bool(differ) or saved.get("workdir") != current.get("workdir")
 
 
 def save(workdir: Path, config) -> None:

@@ -25,12 +25,13 @@ import orbax.checkpoint as ocp
 from crosscoder_jax import crosscoder
 from crosscoder_jax.crosscoder import Spec, activations, save_crosscoder, sparse_step
 from crosscoder_jax.crosscoder.activations.base import k_at
+from crosscoder_jax.crosscoder.spec import default_lr
 from crosscoder_jax.data.live import LiveStore
 from crosscoder_jax.data.reader import NonFiniteActivations, StoreReader
 from crosscoder_jax.data.store import Store, StoreDamaged
 from crosscoder_jax.runtime import host_memory, matmul_choice
 from crosscoder_jax.runtime.runlog import MetricsLog, jsonable, progress
-from crosscoder_jax.training import runconfig, sharding
+from crosscoder_jax.training import init_data, runconfig, sharding
 from crosscoder_jax.training.workdir import (Incompatible, WorkdirLock, disk_full, restore_latest, shape_changes,
                                              space_message)
 
@@ -67,15 +68,21 @@ def lr_schedule(lr: float, steps: int, warmup_steps: int = 0, decay_frac: float 
 
 
 def make_optimizer(config) -> tuple[optax.GradientTransformation, Callable]:
-    """Adam with grad-norm clipping and `lr_schedule`."""
-    schedule = lr_schedule(config.lr, config.steps, config.warmup_steps, config.decay_frac)
+    """Adam with grad-norm clipping and `lr_schedule` (lr 0: `default_lr`)."""
+    schedule = lr_schedule(config.lr or default_lr(config.dict_size), config.steps, config.warmup_steps,
+                           config.decay_frac)
     parts = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip > 0 else []
     parts.append(optax.adam(schedule, b1=config.b1, b2=config.b2))
     return optax.chain(*parts), schedule
 
 
-def init_state(key: jax.Array, spec: Spec, tx: optax.GradientTransformation, scales_C: jax.Array) -> TrainState:
+def init_state(key: jax.Array, spec: Spec, tx: optax.GradientTransformation, scales_C: jax.Array,
+               b_dec_CD: np.ndarray | None = None) -> TrainState:
+    """The state at step 0: `crosscoder.init_params`, with b_dec [C, D] (normalised space) from the data
+    where given (`init_data.b_dec_for`)."""
     params = crosscoder.init_params(spec, key)
+    if b_dec_CD is not None:
+        params = {**params, "b_dec": jnp.asarray(np.asarray(b_dec_CD, np.float32))}
     return TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params),
                       act_state=activations.get(spec.activation).init_state(spec),
                       since_fired=jnp.zeros((spec.dict_size,), jnp.int32),
@@ -125,7 +132,10 @@ def build(config, n_checkpoints: int, d_model: int, scales_C, mesh):
     key = jax.random.key(config.seed)
     abstract = jax.eval_shape(init, key)
     shardings = sharding.state_shardings(abstract, mesh, zero=config.mesh.zero)
-    init_fn = jax.jit(init, out_shardings=shardings)
+
+    def init_fn(key: jax.Array, b_dec_CD: np.ndarray | None = None) -> TrainState:
+        # b_dec enters as a constant of the program (a host array, the same on every process)
+        return jax.jit(functools.partial(init, b_dec_CD=b_dec_CD), out_shardings=shardings)(key)
     to_stored = functools.partial(jax.lax.with_sharding_constraint, shardings=shardings.params)
     vg = sharding.sparse_value_and_grad(mesh, zero=config.mesh.zero) if sparse_step.applies(spec) else None
     step_fn = jax.jit(functools.partial(train_step, spec=spec, tx=tx, schedule=schedule,
@@ -160,14 +170,21 @@ def _host(tree):
     return jax.device_get(tree)
 
 
-def _all_columns(scales_C: np.ndarray) -> np.ndarray:
-    """Every process's estimated scales joined: each filled only its own checkpoints (the others 0),
-    and processes sharing a checkpoint computed the same value. Exchanged as bits, since float64
-    would pass through float32 arrays."""
+def _all_columns(values_C: np.ndarray, columns: slice) -> np.ndarray:
+    """Every process's per-checkpoint estimates [C, ...] joined: each filled only its own checkpoints
+    (`columns`; the others 0), and processes sharing a checkpoint computed the same value, so the
+    mean over its owners is that value. Exchanged as bits, since float64 would pass through float32
+    arrays."""
     if jax.process_count() == 1:
-        return scales_C
-    bits = _host(np.ascontiguousarray(scales_C, np.float64).view(np.uint32)[None])
-    return np.asarray(bits).view(np.float64).max(axis=0)
+        return values_C
+    values_C = np.ascontiguousarray(values_C, np.float64)
+    owned_C = np.zeros(values_C.shape[0], np.int32)
+    owned_C[columns] = 1
+    bits = _host(values_C.view(np.uint32)[None])
+    owners = np.asarray(_host(owned_C[None]))
+    values = np.asarray(bits).view(np.float64).reshape((-1,) + values_C.shape)
+    shape = (owners.shape[0], -1) + (1,) * (values_C.ndim - 1)
+    return (values * owners.reshape(shape)).sum(axis=0) / np.maximum(owners.sum(axis=0), 1).reshape(shape[1:])
 
 
 def estimate_threshold(state: TrainState, spec: Spec, batches) -> float:
@@ -206,16 +223,16 @@ def train(config) -> dict[str, Any]:
     if not config.reader.shards:  # recorded, since the data stream depends on it
         config.reader.shards = config.batch_size // (block[0].stop - block[0].start)
     write_config = runconfig.check(workdir, config)
-    scales = _all_columns(runconfig.scales_for(store, config, block[1]))
+    scales = _all_columns(runconfig.scales_for(store, config, block[1]), block[1])
     spec, key, abstract, shardings, init_fn, step_fn = build(
         config, store.n_checkpoints, store.d_model, scales, mesh)
     with WorkdirLock(workdir, take=jax.process_index() == 0):
         return _run(config, workdir, store, mesh, batch_shape, block, write_config, spec, key, abstract,
-                    shardings, init_fn, step_fn)
+                    shardings, init_fn, step_fn, scales)
 
 
 def _run(config, workdir, store, mesh, batch_shape, block, write_config, spec, key, abstract, shardings,
-         init_fn, step_fn) -> dict[str, Any]:
+         init_fn, step_fn, scales) -> dict[str, Any]:
     mngr = ocp.CheckpointManager(
         (workdir / "checkpoints").absolute(), item_handlers=ocp.StandardCheckpointHandler(),
         options=ocp.CheckpointManagerOptions(max_to_keep=config.max_to_keep, create=True,
@@ -240,12 +257,16 @@ def _run(config, workdir, store, mesh, batch_shape, block, write_config, spec, k
         mngr.close()
         raise
     if state is None:
-        state = init_fn(key)
+        b_dec_CD = None
+        if config.b_dec_init != "zero":
+            b_dec_CD = _all_columns(init_data.b_dec_for(store, config.b_dec_init, scales, block[1], seed=config.seed),
+                                    block[1])
+        state = init_fn(key, b_dec_CD)
     if write_config:  # only now: a config that fails its checks or its restore leaves the workdir as it was
         runconfig.save(workdir, config)
     start = int(state.step)
     if jax.process_index() == 0:
-        log.drop_after(start)
+        log.drop_after(start if start else -1)  # a fresh start: lines of an earlier try (no checkpoint) go
         log.write({"event": "start" if start == 0 else "resume", "step": start, "processes": jax.process_count(),
                    "devices": jax.device_count(), "mesh": dict(mesh.shape), "matmul_dtype": spec.matmul_dtype,
                    "matmul_dtype_why": matmul_choice.choose(config.matmul_dtype)[1],

@@ -158,11 +158,12 @@ def test_fvu_against_numpy():
 
 
 def test_init_norms_per_activation_and_the_papers():
-    """Defaults by activation (topk/batchtopk 0.1, not the paper's 1.0); dec_init_norm=1.0 gives the paper's."""
-    cases = (("l1", None, 0.08), ("topk", None, 0.1), ("batchtopk", None, 0.1), ("jumprelu", None, 1.0),
-             ("batchtopk", 1.0, 1.0))
-    for activation, given, norm in cases:
-        spec = cc.Spec(C, D, F, activation=activation, dec_init_norm=given)
+    """Defaults by activation (topk/batchtopk rows at 1/sqrt(3 C), a joined row of norm 1/sqrt(3), not
+    the paper's 1.0); dec_init_norm=1.0 gives the paper's."""
+    cases = (("l1", None, 0.08, C), ("topk", None, (3 * C) ** -0.5, C), ("batchtopk", None, (3 * C) ** -0.5, C),
+             ("topk", None, 3 ** -0.5, 1), ("jumprelu", None, 1.0, C), ("batchtopk", 1.0, 1.0, C))
+    for activation, given, norm, n_checkpoints in cases:
+        spec = cc.Spec(n_checkpoints, D, F, activation=activation, dec_init_norm=given)
         p = cc.init_params(spec, jax.random.key(0))
         np.testing.assert_allclose(np.linalg.norm(p["W_dec"], axis=-1), norm, rtol=1e-5)
         np.testing.assert_array_equal(p["W_enc"], np.transpose(p["W_dec"], (1, 2, 0)))

@@ -411,6 +411,11 @@ def test_export_run_import_run_and_the_launch_script(tmp_path):
     assert files[0].parent == run / "export_paper"
     cfg = json.loads(files[1].read_text())
     assert (cfg["lr"], cfg["num_tokens"], cfg["seed"], cfg["wandb_name"]) == (5e-5, 409600, 7, "run")
+    # lr 0 in config.json is the default rule; the paper's cfg gets the lr the run trained with
+    (run / "config.json").write_text(json.dumps({"lr": 0.0, "batch_size": 4096, "steps": 100}))
+    F = cc.spec.dict_size
+    again = json.loads(export_run(run, "paper", tmp_path / "lr0")[1].read_text())
+    assert again["lr"] == pytest.approx(2e-4 / (F / 2 ** 14) ** 0.5) and again["lr"] > 0
     imported = import_run(run / "export_paper", "paper", tmp_path / "run2")
     x = raw_inputs(cc)
     close(load_crosscoder(imported).encode(x), cc.encode(x))

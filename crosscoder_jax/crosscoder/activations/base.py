@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import math
 from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
 import jax
@@ -42,6 +43,10 @@ class Activation:
     encoder starts as the decoder's transpose, so it sets the scale of the first pre-activations)."""
 
     dec_init_norm: float = 1.0
+
+    def default_dec_init_norm(self, n_checkpoints: int) -> float:
+        """Every decoder row's norm at init when the spec sets none."""
+        return self.dec_init_norm
 
     def init_params(self, spec: "Spec") -> dict[str, jax.Array]:
         return {}
@@ -88,14 +93,19 @@ class TopKActivation(Activation, abc.ABC):
     them, with AuxK on dead latents. `crosscoder.sparse_step` trains these from the kept entries,
     through `select` and `kept_update`.
 
-    Decoder rows start at norm 0.1 (Anthropic's April 2024 update, SAELens's default), not the
-    paper's 1.0: Adam moves every weight by about lr a step whatever its size, so rows 10x smaller
-    learn 10x faster relative to their size. At C 1, D 512, F 16384, k 32, lr 2e-4 (the peers'
-    benchmark, benchmarks/README.md) held-out FVU after 120 steps was 0.59 at 1.0, 0.34 at 0.1 and
-    at 0.03, after 300 steps 0.52 at 1.0 and 0.11 at 0.1. At lrs tuned for 1.0 (1e-3 and up) it can be
-    worse (more dead latents), so configs/paper.py, demo.py and planted.py set 1.0."""
+    Decoder rows start at a joined norm sqrt(sum_c ||W_dec[i, c]||^2) of 1/sqrt(3), each snapshot's
+    row at 1/sqrt(3 C): 0.577 for a plain SAE (sparsify's encoder scale: torch's Linear init),
+    0.107 at C 29 (the demo, where 1.0 left 91-93% of the latents dead and 0.1 10%). Why not the
+    paper's 1.0: Adam moves every weight by about lr a step whatever its size, so smaller rows turn
+    faster; why not smaller: the codes must grow to the data's scale through the encoder, which
+    starts as the decoder's transpose. Measured (benchmarks/README.md, "Quality per step"; C 1,
+    D 512, F 16384, k 32, held-out FVU, 100 / 300 / 1,000 steps at lr 2e-4): power-law data 0.44 /
+    0.34 / 0.25 at 0.1 and 0.35 / 0.14 / 0.048 at 0.577; planted features 0.46 / 0.11 / 0.055 at 0.1
+    and 0.51 / 0.18 / 0.057 at 0.577 (sparsify 0.58 / 0.51 / 0.098). At lrs tuned for 1.0 (1e-3
+    and up) smaller rows can leave more latents dead, so configs/paper.py and planted.py set 1.0."""
 
-    dec_init_norm = 0.1
+    def default_dec_init_norm(self, n_checkpoints: int) -> float:
+        return 1.0 / math.sqrt(3.0 * n_checkpoints)
 
     @abc.abstractmethod
     def select(self, v_BF: jax.Array, spec: "Spec", step: jax.Array, n_tokens: int, over_row: Over | None = None,

@@ -38,8 +38,10 @@ import numpy as np
 
 from crosscoder_jax.crosscoder import Crosscoder
 from crosscoder_jax.crosscoder.interchange import torch_zip
-from crosscoder_jax.crosscoder.interchange.base import (ExportOptions, InterchangeError, Weights, model_and_layer,
-                                                         spec_for, unsupported, weights_of, write_json)
+from crosscoder_jax.crosscoder.interchange.base import (ExportOptions, InterchangeError, Weights,
+                                                         missing_threshold_source, model_and_layer, spec_for,
+                                                         unsupported, weights_of, write_json)
+from crosscoder_jax.crosscoder.spec import default_lr
 
 NAME = "paper"
 
@@ -62,7 +64,7 @@ def paper_cfg(w: Weights, run: Mapping[str, Any], device: str) -> dict[str, Any]
     btk = spec.activation == "batchtopk"
     return {
         "seed": int(run.get("seed", 0)), "batch_size": batch, "buffer_mult": None, "num_val_batches": None,
-        "lr": run.get("lr"), "num_tokens": steps * batch if steps and batch else None,
+        "lr": (run.get("lr") or default_lr(F)) if run else None, "num_tokens": steps * batch if steps and batch else None,
         "l1_warmup_pct": run.get("sparsity_warmup_frac"), "l1_coeff": spec.sparsity_coeff,
         "beta1": run.get("b1"), "beta2": run.get("b2"), "d_in": D, "dict_size": F, "seq_len": None,
         "enc_dtype": "fp32", "model_name": model, "revision_list": revisions, "site": "resid_pre", "device": device,
@@ -89,9 +91,9 @@ def export(cc: Crosscoder, out_dir: Path, opts: ExportOptions) -> list[Path]:
         raise unsupported(NAME, act, "the paper's code has CrossCoder (L1, ReLU codes) and BatchTopKCrossCoder only",
                           "Export it as 'saelens' (one checkpoint) or use crosscoder.safetensors")
     if act == "batchtopk" and w.theta is None:
-        raise InterchangeError(f"format {NAME!r}: this batchtopk crosscoder has no inference threshold (training "
-                               "stopped before it was estimated); the paper's BatchTopKCrossCoder would keep every "
-                               "positive code with its threshold -1. Train past threshold_start_step")
+        raise InterchangeError(f"format {NAME!r}: this batchtopk crosscoder has no inference threshold "
+                               f"({missing_threshold_source(w)}); the paper's BatchTopKCrossCoder would keep every "
+                               "positive code with its threshold -1. Set one (e.g. train it with `launch.train`)")
     state = collections.OrderedDict(  # the order of their state_dict(): parameters, then buffers
         W_enc=np.asarray(w.W_enc_CDF, np.float32), W_dec=np.asarray(w.W_dec_FCD, np.float32),
         b_enc=np.asarray(w.b_enc_F, np.float32), b_dec=np.asarray(w.b_dec_CD, np.float32))
