@@ -29,8 +29,7 @@ the training pool holds `--pool_batches` batches (default 64, 262,144 rows at fu
 library cycles through it; held-out rows for FVU / L0 are drawn with another seed.
 
 Settings matched: k, F, batch, Adam (0.9, 0.999), one lr for all, by default 2e-4 / sqrt(F / 2^14)
-(the default of sparsify's Adam path and of dictionary_learning; ours defaults to 5e-5, SAELens to
-3e-4), no lr warm-up, lr constant then linear decay to 0 over the last 20% (ours `decay_frac`,
+(the default of sparsify's Adam path, of dictionary_learning and of ours; SAELens defaults to 3e-4), no lr warm-up, lr constant then linear decay to 0 over the last 20% (ours `decay_frac`,
 dictionary_learning `decay_start`, SAELens `lr_decay_steps`), grad-norm clip 1.0 (ours,
 dictionary_learning and SAELens clip at 1.0 in code), AuxK on latents silent for 10M tokens with
 k_aux = D / 2 (SAELens counts steps: `dead_feature_window` = 10M / B), and the batchtopk inference
@@ -48,8 +47,8 @@ What differs (each library's own algorithm, not settable):
     than the summed squared error per token; AuxK weight 1/32 is set (its default is 0).
   - Decoders: sparsify and dictionary_learning keep decoder rows at unit norm (projecting the
     gradient, renormalising after each step); SAELens initialises them at norm 0.1 and folds the
-    norms into the selection (`rescale_acts_by_decoder_norm`); ours leaves them free (init norm 0.1)
-    and selects on relu(pre) x decoder norm. Inits differ (sparsify: torch Linear init, decoder =
+    norms into the selection (`rescale_acts_by_decoder_norm`); ours leaves them free (init norm
+    1/sqrt(3 C), 0.577 here) and selects on relu(pre) x decoder norm. Inits differ (sparsify: torch Linear init, decoder =
     encoder; dictionary_learning and ours: decoder first, encoder = its transpose; SAELens: Kaiming
     uniform). b_dec: sparsify starts it at the first batch's mean, dictionary_learning at its
     geometric median, SAELens and ours at 0.
@@ -100,7 +99,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS_VENV = REPO / ".venv-peers"
-PEERS_PY = PEERS_VENV / "bin" / "python"
+# another interpreter holding torch and the peers (e.g. an accelerator machine's own python)
+PEERS_PY = Path(os.environ.get("PEERS_PYTHON") or PEERS_VENV / "bin" / "python")
 RUNNER = REPO / "benchmarks" / "peers_runner.py"
 TORCH_PIN = "torch==2.13.0"  # the CPU build pip takes from a local file; a looser pin pulls a multi-GB CUDA build
 PEER_PACKAGES = ["eai-sparsify", "dictionary-learning==0.1.0", "sae-lens==6.54.*"]
@@ -227,7 +227,7 @@ def run_peer(lib: str, a, paths: dict, work: Path) -> dict:
            "--batch", str(a.batch), "--F", str(a.F), "--k", str(a.k), "--lr", repr(a.lr),
            "--decay_start", str(a.decay_start), "--threshold_start", str(a.threshold_start),
            "--threshold_beta", repr(a.threshold_beta),
-           "--warmup", str(a.warmup), "--threads", str(a.torch_threads)]
+           "--warmup", str(a.warmup), "--threads", str(a.torch_threads), "--device", a.torch_device]
     out = run_logged(cmd, work / f"{lib}.log", env=peer_env())
     lines = [ln for ln in out.splitlines() if ln.startswith("PEER_RESULT ")]
     if not lines:
@@ -238,25 +238,42 @@ def run_peer(lib: str, a, paths: dict, work: Path) -> dict:
     return r
 
 
-def run_ours(activation: str, a, paths: dict, work: Path) -> dict:
+def ours_fields(activation: str, a, paths: dict, wd: Path, extra: dict | None = None) -> dict:
+    """The `configs/crosscoder.py` fields of our run (everything else at its default), `extra` last."""
+    fields = {"activations": str(paths["store"]), "workdir": str(wd), "dict_size": a.F, "k": a.k,
+              "batch_size": a.batch, "activation": activation, "steps": a.steps, "normalize": False, "lr": a.lr,
+              "warmup_steps": 0, "decay_frac": a.decay_frac, "grad_clip": 1.0,
+              "threshold_start_step": a.threshold_start, "threshold_beta": a.threshold_beta,
+              "log_every": a.warmup, "save_every": a.steps, "progress": False, "seed": 0}
+    if a.matmul_dtype:
+        fields["matmul_dtype"] = a.matmul_dtype
+    return {**fields, **(extra or {})}
+
+
+def run_ours(activation: str, a, paths: dict, work: Path, extra: dict | None = None, name: str = "",
+             in_process: bool = False) -> dict:
+    """Trains ours with `python -m launch.train` (or `training.train.train` in this process) and
+    scores it like the peers; `extra`: config fields over the benchmark's, `name`: the run's label."""
     import numpy as np
     from benchmarks.peers_runner import evaluate
     from crosscoder_jax.crosscoder import load_crosscoder
 
-    wd = work / f"ours_{activation}"
+    name = name or f"ours_{activation}"
+    wd = work / name
     shutil.rmtree(wd, ignore_errors=True)  # launch.train resumes a workdir: start fresh
-    cmd = [sys.executable, "-m", "launch.train", "--config=configs/crosscoder.py",
-           f"--config.activations={paths['store']}", f"--config.workdir={wd}", f"--config.dict_size={a.F}",
-           f"--config.k={a.k}", f"--config.batch_size={a.batch}", f"--config.activation={activation}",
-           f"--config.steps={a.steps}", "--config.normalize=False", f"--config.lr={a.lr!r}",
-           "--config.warmup_steps=0", f"--config.decay_frac={a.decay_frac!r}", "--config.grad_clip=1.0",
-           f"--config.threshold_start_step={a.threshold_start}", f"--config.threshold_beta={a.threshold_beta!r}",
-           f"--config.log_every={a.warmup}",
-           f"--config.save_every={a.steps}", "--config.progress=False", "--config.seed=0"]
-    if a.matmul_dtype:
-        cmd.append(f"--config.matmul_dtype={a.matmul_dtype}")
+    fields = ours_fields(activation, a, paths, wd, extra)
     t = time.perf_counter()
-    run_logged(cmd, work / f"ours_{activation}.log")
+    if in_process:
+        from configs.crosscoder import get_config
+        from crosscoder_jax.training.train import train
+
+        config = get_config()
+        config.update(fields)
+        train(config)
+    else:
+        cmd = [sys.executable, "-m", "launch.train", "--config=configs/crosscoder.py",
+               *(f"--config.{k}={v!r}" if isinstance(v, float) else f"--config.{k}={v}" for k, v in fields.items())]
+        run_logged(cmd, work / f"{name}.log")
     total_s = time.perf_counter() - t
     records = [json.loads(ln) for ln in (wd / "metrics.jsonl").read_text().splitlines() if ln.strip()]
     start = next(r for r in records if r.get("event") == "start")
@@ -284,7 +301,7 @@ def run_ours(activation: str, a, paths: dict, work: Path) -> dict:
     notes = f"launch.train, matmul_dtype {start.get('matmul_dtype')}, {start.get('step_path')}"
     if theta is not None:
         notes += f", threshold EMA (beta {a.threshold_beta}) from step {a.threshold_start} (theta {theta:.4g})"
-    return {"library": f"ours_{activation}", "label": f"crosscoder_jax ({git_rev()})", "activation": activation,
+    return {"library": name, "label": f"crosscoder_jax ({git_rev()})", "activation": activation,
             "trainer": f"launch.train --config.activation={activation}", "tokens_per_s": tokens_per_s,
             "timed_steps": timed, "total_s": total_s, "fvu": fvu, "l0": l0, "threshold": theta, "notes": notes}
 
@@ -332,6 +349,7 @@ def parse(argv=None):
     ap.add_argument("--eval_rows", type=int, default=None, help="held-out rows (default 8192; quick 2048)")
     ap.add_argument("--torch_threads", type=int, default=0,
                     help="peers: torch.set_num_threads (default 0: torch's own, one per core)")
+    ap.add_argument("--torch_device", default="cpu", help="sparsify's torch device (cpu, cuda)")
     ap.add_argument("--matmul_dtype", default="", help="ours: override config.matmul_dtype (default: the config's)")
     ap.add_argument("--workdir", default="", help="data and runs (default /tmp/bench_vs_peers[_quick]); data reused")
     a = ap.parse_args(argv)

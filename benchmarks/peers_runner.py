@@ -122,7 +122,7 @@ def run_sparsify(a, train, stamps):
         def __getitem__(self, i):
             return {"input_ids": (torch.arange(seq) + i * seq) % self.n_rows}
 
-    model = RowModel(train)
+    model = RowModel(train).to(a.device)
     dataset = RowIds(a.steps * (a.batch // seq), len(train))
     save_dir = os.path.join(a.tmp, "sparsify")
     cfg = TrainConfig(
@@ -137,8 +137,8 @@ def run_sparsify(a, train, stamps):
 
     @torch.no_grad()
     def encode_decode(x):
-        top_acts, top_indices, _ = sae.encode(torch.from_numpy(x))
-        return sae.decode(top_acts, top_indices).numpy(), (top_acts > 0).sum(-1).numpy()
+        top_acts, top_indices, _ = sae.encode(torch.from_numpy(x).to(a.device))
+        return sae.decode(top_acts, top_indices).cpu().numpy(), (top_acts > 0).sum(-1).cpu().numpy()
 
     notes = (f"Trainer, optimizer=adam, lr_warmup_steps=0 (linear decay to 0 over the whole run), "
              f"{seq}-token sequences x {a.batch // seq}")
@@ -230,6 +230,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threshold_beta", type=float, required=True, help="batchtopk threshold EMA decay")
     ap.add_argument("--warmup", type=int, required=True, help="steps left out of the timing")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    ap.add_argument("--device", default="cpu", help="torch device of sparsify's run (cpu, cuda); the others run on cpu")
     a = ap.parse_args(argv)
 
     import torch
