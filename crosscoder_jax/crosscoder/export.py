@@ -120,6 +120,30 @@ def _inference_rule(spec: Spec, act_state: Mapping[str, jax.Array]) -> str:
     return "relu: f = relu(pre)"
 
 
+def _check_tensors(path: Path, tensors: Mapping[str, np.ndarray], spec: Spec, scales: np.ndarray,
+                   checkpoints: Sequence[str]) -> None:
+    """Every tensor's shape and dtype against the file's own spec (C, D, F), so a damaged or foreign
+    file fails here, naming the tensor, rather than later in a broadcast."""
+    C, D, F = spec.n_checkpoints, spec.d_model, spec.dict_size
+    want = {"W_enc": (C, D, F), "b_enc": (F,), "W_dec": (F, C, D), "b_dec": (C, D), core.SCORE_NORMS: (F,)}
+    if spec.activation == "jumprelu":
+        want["threshold"] = (F,)
+    elif "threshold" in tensors:
+        want["threshold"] = (F,)
+    problems = [f"tensor {name} is missing" for name in want if name not in tensors]
+    for name, shape in want.items():
+        if name in tensors and tuple(tensors[name].shape) != shape:
+            problems.append(f"tensor {name} has shape {list(tensors[name].shape)}, the spec needs {list(shape)}")
+        if name in tensors and tensors[name].dtype != np.float32:
+            problems.append(f"tensor {name} has dtype {tensors[name].dtype}, the format stores float32")
+    if len(scales) != C or len(checkpoints) != C:
+        problems.append(f"{len(scales)} scales and {len(checkpoints)} checkpoint names for C = {C}")
+    if problems:
+        raise ValueError(f"{path} does not match its own spec (C {C}, D {D}, F {F}, {spec.activation}): "
+                         + "; ".join(problems) + ". The file is damaged or was written by other code: export it "
+                         "again (rerun the training command in its workdir, or the import that wrote it).")
+
+
 def load_crosscoder(path: str | os.PathLike, matmul_dtype: str = "float32") -> Crosscoder:
     """Reads `crosscoder.safetensors` back (see the module docstring). Inference runs float32
     matmuls unless `matmul_dtype="bfloat16"` (bf16 operands are a training-speed choice; the spec
@@ -138,6 +162,7 @@ def load_crosscoder(path: str | os.PathLike, matmul_dtype: str = "float32") -> C
         raise ValueError(f"{path} has format {meta.get('format')!r}, this version reads {FORMAT!r}")
     spec = dataclasses.replace(Spec(**json.loads(meta["spec"])), matmul_dtype=matmul_dtype, sparse_decode=False)
     scales = np.asarray(json.loads(meta["scales"]), np.float64)
+    _check_tensors(path, tensors, spec, scales, json.loads(meta["checkpoints"]))
     params = core.unfold_scales({k: jnp.asarray(tensors[k]) for k in ("W_enc", "b_enc", "W_dec", "b_dec")},
                                       scales)
     act_state = dict(activations.get(spec.activation).init_state(spec))

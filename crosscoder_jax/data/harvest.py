@@ -184,6 +184,8 @@ def harvest(config) -> Path | str:
     """Runs (or resumes) the harvest described by `config`; returns the store directory (or URL:
     `config.out` may be a kvstore URL such as gs://bucket/path or s3://bucket/path)."""
     ckpts = parse_checkpoints(config.checkpoints, config.model)
+    if Location(config.out).is_url:  # an unreachable store fails now, not after the models are loaded
+        Location(config.out).exists("store.json")
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.model_dtype]
     lms, tok = load_checkpoints(ckpts, dtype)
     D, L = lms[0].config.d_model, lms[0].config.n_layers

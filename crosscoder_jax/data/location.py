@@ -5,6 +5,11 @@ A location is a path (`runs/demo/store`) or a tensorstore kvstore URL (`gs://buc
 (Google application-default credentials for gcs; `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
 `AWS_REGION` for s3) and, for S3-compatible servers, `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`),
 which tensorstore's URL form does not read by itself.
+
+Waits on object storage are bounded: every request retries for about `CROSSCODER_STORE_TIMEOUT`
+seconds (default 30) and no call of this class waits longer, so an unreachable endpoint or
+refused credentials give `StoreUnreachable`, naming the URL and the endpoint, instead of a hang
+(tensorstore's own default retries for many minutes).
 """
 
 from __future__ import annotations
@@ -14,6 +19,37 @@ from pathlib import Path
 from typing import Any
 
 import tensorstore as ts
+
+TIMEOUT_ENV = "CROSSCODER_STORE_TIMEOUT"
+DEFAULT_TIMEOUT_S = 30.0
+# tensorstore statuses that mean "cannot reach or may not use the store", not "no such key"
+_UNREACHABLE = ("ABORTED", "UNAVAILABLE", "DEADLINE_EXCEEDED", "PERMISSION_DENIED", "UNAUTHENTICATED")
+
+
+class StoreUnreachable(OSError):
+    """Object storage did not answer in time, or refused the request; the message names the URL,
+    the endpoint and what to check."""
+
+
+def timeout_s() -> float:
+    """Seconds a request to object storage may take, retries included (`CROSSCODER_STORE_TIMEOUT`)."""
+    text = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        value = float(text) if text else DEFAULT_TIMEOUT_S
+    except ValueError:
+        raise ValueError(f"{TIMEOUT_ENV}={text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise ValueError(f"{TIMEOUT_ENV}={text!r} must be a positive number of seconds")
+    return value
+
+
+def _retries(total_s: float) -> dict[str, Any]:
+    """Exponential back-off (0.25 s doubling, at most total / 4 apart) whose delays add up to ~total."""
+    delays, d = [], 0.25
+    while sum(delays) + d <= total_s:
+        delays.append(d)
+        d = min(2 * d, max(0.25, total_s / 4))
+    return {"max_retries": max(1, len(delays)), "initial_delay": "0.25s", "max_delay": f"{max(0.25, total_s / 4)}s"}
 
 
 class Location:
@@ -43,6 +79,8 @@ class Location:
         if not self.is_url:
             return {"driver": "file", "path": str(Path(self.url) / sub) + "/"}
         spec = ts.KvStore.Spec(f"{self.url}/{sub}".rstrip("/") + "/").to_json()
+        if spec.get("driver") in ("s3", "gcs"):
+            spec["context"] = {f"{spec['driver']}_request_retries": _retries(timeout_s())}
         if spec.get("driver") == "s3":
             endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
             region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
@@ -52,15 +90,41 @@ class Location:
                 spec["aws_region"] = region
         return spec
 
-    def _kv(self):
-        return ts.KvStore.open(self.kvstore()).result()
+    def endpoint(self) -> str:
+        """Where requests go: the S3 endpoint set in the environment, or the service's default."""
+        if self.url.startswith("s3://"):
+            return (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+                    or "the AWS default endpoint")
+        return "the service's default endpoint"
+
+    def wait(self, future, doing: str):
+        """`future.result()` within the timeout; unreachable or refusing storage becomes StoreUnreachable."""
+        limit = timeout_s()
+        try:
+            return future.result(timeout=limit)
+        except TimeoutError:
+            raise StoreUnreachable(
+                f"{self.url}: no answer from {self.endpoint()} within {limit:.0f} s while {doing}. Check that "
+                f"the endpoint is up and reachable (AWS_ENDPOINT_URL for S3-compatible servers), or set "
+                f"{TIMEOUT_ENV} to wait longer.") from None
+        except ValueError as e:
+            if not str(e).startswith(_UNREACHABLE):
+                raise
+            raise StoreUnreachable(
+                f"{self.url}: {doing} failed at {self.endpoint()}: {str(e)[:300]}. Check the endpoint "
+                "(AWS_ENDPOINT_URL), the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or Google "
+                f"application-default credentials) and the bucket's permissions; {TIMEOUT_ENV} bounds the "
+                "retries.") from None
+
+    def _kv(self, sub: str = ""):
+        return self.wait(ts.KvStore.open(self.kvstore(sub)), "opening it")
 
     def read_text(self, name: str) -> str | None:
         """The file `name` here, or None when there is none."""
         if not self.is_url:
             p = Path(self.url) / name
             return p.read_text() if p.exists() else None
-        r = self._kv().read(name).result()
+        r = self.wait(self._kv().read(name), f"reading {name}")
         return r.value.decode() if r.state == "value" else None
 
     def write_text(self, name: str, text: str) -> None:
@@ -70,12 +134,12 @@ class Location:
             tmp.write_text(text)
             os.replace(tmp, p)
             return
-        self._kv().write(name, text.encode()).result()
+        self.wait(self._kv().write(name, text.encode()), f"writing {name}")
 
     def exists(self, name: str) -> bool:
         if not self.is_url:
             return (Path(self.url) / name).exists()
-        return bool(self._kv().list(ts.KvStore.KeyRange(name, name + "\x00")).result())
+        return bool(self.wait(self._kv().list(ts.KvStore.KeyRange(name, name + "\x00")), f"looking for {name}"))
 
     def make(self) -> None:
         """Creates the directory (object storage needs none)."""
@@ -84,4 +148,6 @@ class Location:
 
     def keys(self, sub: str) -> set[str]:
         """Every key below `sub`, relative to it."""
-        return {k.decode() for k in ts.KvStore.open(self.kvstore(sub)).result().list().result()}
+        if not self.is_url:
+            return {k.decode() for k in ts.KvStore.open(self.kvstore(sub)).result().list().result()}
+        return {k.decode() for k in self.wait(self._kv(sub).list(), f"listing {sub}")}

@@ -1,6 +1,6 @@
 """The activation store: a directory that holds `[N, C, D]` activations as a tensorstore zarr3 array.
 
-Layout (a stable interface, documented in README.md):
+Layout (a stable interface, documented in docs/interfaces.md):
   store.json     {"format": "crosscoder_jax.activations/1", "checkpoints": [...], "d_model": D,
                   "n_tokens": N, "dtype": "float32" | "bfloat16", "model": ..., "layer": L,
                   "chunk_size": rows per chunk, "scales": [C] or null, "progress": {"chunks_written": n}, ...}
@@ -66,13 +66,21 @@ def read_meta(path: str | os.PathLike | Location) -> dict[str, Any]:
     text = path.read_text("store.json")
     if text is None:
         raise StoreError(f"{path} is not an activation store: no store.json. Harvest one with "
-                         "`python -m launch.harvest`, or write the layout in README.md (\"Stable interfaces\") "
-                         "with tensorstore.")
-    meta = json.loads(text)
+                         "`python -m launch.harvest`, or write the layout in docs/interfaces.md "
+                         "(\"Stable interfaces\") with tensorstore.")
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise StoreError(f"{meta_path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}): the "
+                         "store's description is damaged. Restore it from a copy, or re-harvest the store "
+                         "(a harvest to the same --config.out resumes only from a readable store.json)") from None
+    if not isinstance(meta, dict):
+        raise StoreError(f"{meta_path} holds a JSON {type(meta).__name__}, not the store's description (an object)")
     fmt = meta.get("format")
     if fmt != FORMAT:
         raise StoreError(f"{path} was written as format {fmt!r}, this version reads {FORMAT!r}: "
-                         "re-harvest it with this version, or convert it to the layout in README.md (\"Stable interfaces\").")
+                         "re-harvest it with this version, or convert it to the layout in docs/interfaces.md "
+                         "(\"Stable interfaces\").")
     missing = [k for k in ("checkpoints", "d_model", "n_tokens", "dtype") if k not in meta]
     if missing:
         raise StoreError(f"{meta_path} lacks required fields {missing}")

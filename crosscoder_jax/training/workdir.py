@@ -17,6 +17,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -110,10 +111,19 @@ def restore_latest(mngr, restore: Callable[[int], Any], workdir: Path, say: Call
             if jax.process_index() == 0 and src.exists():
                 shutil.move(str(src), str(dst))
             mngr.reload()
-            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            first = _first_line(e)
             say(f"checkpoint step {step} in {src.parent} is unreadable ({first}); moved it to {dst} and "
                 "falling back to the previous one")
     return None, None
+
+
+def _first_line(e: BaseException) -> str:
+    """A readable one-line cause: the exception type and the first line of its message that is not a
+    repr of code (orbax puts bound-method reprs such as `<bound method ...>` in some messages)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    lines = [re.sub(r"<(bound method|function|[\w.]+ object) [^>]*>", "...", ln) for ln in lines]
+    text = next((ln for ln in lines if ln.strip(" .:")), "")
+    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
 
 
 def disk_full(e: BaseException) -> bool:

@@ -1,20 +1,22 @@
-"""Stores on object storage (issue 15, item 1), for real against an S3-compatible server (moto)
+"""Stores on object storage, for real against an S3-compatible server (moto)
 started on 127.0.0.1: harvest, kill -9 mid-harvest and resume, read back byte-identical to the
 local-disk store of the same harvest, train and resume training from it."""
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
+import requests
 import tensorstore as ts
 
 from conftest import ROOT, small_config, subprocess_env
 from lm_fixtures import tiny_gpt_neox
-from crosscoder_jax.data.location import Location
+from crosscoder_jax.data.location import Location, StoreUnreachable
 from crosscoder_jax.data.store import Store, StoreDamaged, create_store
 from crosscoder_jax.training.train import train
 
@@ -96,6 +98,57 @@ def test_harvest_kill_resume_train_on_s3(s3, tmp_path):
     a, b = load_file(str(tmp_path / "one" / "crosscoder.safetensors")), load_file(str(tmp_path / "two" / "crosscoder.safetensors"))
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def _closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def test_an_unreachable_endpoint_is_named_within_the_timeout(tmp_path, monkeypatch):
+    """Nothing listens at the endpoint: the store's reader, training and harvest each give up within
+    CROSSCODER_STORE_TIMEOUT (tensorstore's own retries would wait for minutes), naming the URL and
+    the endpoint."""
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    for k, v in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                 "AWS_REGION": "us-east-1", "CROSSCODER_STORE_TIMEOUT": "3"}.items():
+        monkeypatch.setenv(k, v)
+    url = f"s3://{BUCKET}/nowhere"
+    from configs.harvest import get_config
+    from crosscoder_jax.data.harvest import harvest
+
+    c = get_config()
+    c.model, c.checkpoints, c.out = "tiny", str(tiny_gpt_neox(tmp_path / "m", seed=0)), url
+    for name, call in (("reader", lambda: Store(url)), ("train", lambda: train(small_config(url, tmp_path / "w"))),
+                       ("harvest", lambda: harvest(c))):
+        t = time.perf_counter()
+        with pytest.raises(StoreUnreachable) as e:
+            call()
+        assert time.perf_counter() - t < 15, name
+        assert url in str(e.value) and endpoint in str(e.value) and "CROSSCODER_STORE_TIMEOUT" in str(e.value), name
+    assert not (tmp_path / "w").exists()
+    monkeypatch.setenv("CROSSCODER_STORE_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="CROSSCODER_STORE_TIMEOUT='soon' is not a number of seconds"):
+        Store(url)
+
+
+def test_refused_credentials_are_named(s3):
+    """The S3 server refuses every request (moto's IAM checks on): a clear error, not retries."""
+    url = f"s3://{BUCKET}/refused"
+    create_store(url, checkpoints=["a"], d_model=4, n_tokens=8, chunk_size=4)
+    requests.post(f"{s3['AWS_ENDPOINT_URL']}/moto-api/reset-auth", data=b"0").raise_for_status()
+    try:
+        t = time.perf_counter()
+        with pytest.raises(StoreUnreachable, match=r"s3://crosscoder-test/refused: reading store.json failed at "
+                                                   r"http://127\.0\.0\.1:\d+: PERMISSION_DENIED.*credentials"):
+            Store(url)
+        assert time.perf_counter() - t < 15
+    finally:
+        requests.post(f"{s3['AWS_ENDPOINT_URL']}/moto-api/reset-auth", data=b"inf").raise_for_status()
+    assert Store(url, require_complete=False).n_tokens == 8
 
 
 def test_missing_object_is_named(s3):

@@ -53,8 +53,14 @@ def export_to(crosscoder: Crosscoder, format: str, out_dir: str | os.PathLike, *
     """
     module = _module(format)
     out = Path(out_dir)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    return module.export(crosscoder, out, ExportOptions(scaled_codes, run_config, device))
+    try:
+        return module.export(crosscoder, out, ExportOptions(scaled_codes, run_config, device))
+    except BaseException:
+        if created and not any(out.iterdir()):  # a refused export leaves nothing behind
+            out.rmdir()
+        raise
 
 
 def import_from(path: str | os.PathLike, format: str) -> Crosscoder:

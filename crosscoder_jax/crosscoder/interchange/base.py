@@ -70,6 +70,17 @@ def weights_of(cc: Crosscoder) -> Weights:
                    theta, threshold_F)
 
 
+def missing_threshold_source(w: Weights) -> str:
+    """Where a batchtopk crosscoder without an inference threshold came from, for refusals: training
+    always sets one (its EMA, or an estimate at the end of a short run), so it is an import or a file
+    written through the API."""
+    if "imported_from" in w.meta:
+        return (f"it was imported from the {w.meta['imported_from']!r} format ({w.meta.get('source', '?')}), "
+                "which held none")
+    return ("it was written through the API (`save_crosscoder` with the threshold at -1), not by "
+            "`launch.train`, which always sets one")
+
+
 def folded(w: Weights) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Raw-space (W_enc [C, D, F], b_enc [F], W_dec [F, C, D], b_dec [C, D]), float64:
     `W_enc[c] *= s_c`, `W_dec[:, c] /= s_c`, `b_dec[c] /= s_c` (as `core.fold_scales`)."""

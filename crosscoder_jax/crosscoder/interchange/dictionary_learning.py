@@ -46,8 +46,9 @@ from safetensors.numpy import load_file
 
 from crosscoder_jax.crosscoder import Crosscoder
 from crosscoder_jax.crosscoder.interchange import torch_zip
-from crosscoder_jax.crosscoder.interchange.base import (ExportOptions, InterchangeError, model_and_layer, spec_for,
-                                                         unsupported, weights_of, write_json, write_safetensors)
+from crosscoder_jax.crosscoder.interchange.base import (ExportOptions, InterchangeError, missing_threshold_source,
+                                                         model_and_layer, spec_for, unsupported, weights_of,
+                                                         write_json, write_safetensors)
 
 NAME = "dictionary_learning"
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -68,10 +69,10 @@ def export(cc: Crosscoder, out_dir: Path, opts: ExportOptions) -> list[Path]:
                           "sum, so per-latent thresholds would have to live in the decoder norms, which also "
                           "scale the reconstruction", "Export it as 'saelens' (one checkpoint) instead")
     if act == "batchtopk" and w.theta is None:
-        raise InterchangeError(f"format {NAME!r}: this batchtopk crosscoder has no inference threshold (training "
-                               "stopped before it was estimated), so its codes are each row's top k, which the "
-                               "fork cannot express (its threshold -1 keeps every positive code). Train past "
-                               "threshold_start_step, or export it as 'saelens' (one checkpoint)")
+        raise InterchangeError(f"format {NAME!r}: this batchtopk crosscoder has no inference threshold "
+                               f"({missing_threshold_source(w)}), so its codes are each row's top k, which the "
+                               "fork cannot express (its threshold -1 keeps every positive code). Set one "
+                               "(e.g. train it with `launch.train`), or export it as 'saelens' (one checkpoint)")
     C, D, F = w.W_enc_CDF.shape
     s_C = w.scales_C
     std_CD = np.broadcast_to(np.sqrt(np.maximum(1.0 / s_C**2 - _EPS, 0.0) / D)[:, None], (C, D))
