@@ -15,6 +15,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.format = ""           # dictionary_learning | saelens | paper
     c.out = ""              # export directory (default: <workdir>/export_<format>)
     c.source = ""           # import: a file or directory written in `format`
-    c.scaled_codes = False  # saelens topk with unequal decoder norms: codes scaled by decoder norm (see README)
+    c.scaled_codes = False  # saelens topk with unequal decoder norms: codes scaled by decoder norm (docs/interfaces.md)
     c.device = "cuda:0"     # paper: the cfg's device, where its scripts put the crosscoder
     return c

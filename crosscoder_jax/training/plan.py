@@ -1,7 +1,7 @@
 """What a crosscoder run costs before it runs: store bytes, FLOPs, device-hours, store or live.
 
 A run either harvests activations once into a store and trains on it (`store`), or recomputes
-them during training (`live`, issue 15). The arithmetic (per token, C snapshots, hook after block L
+them during training (`live`, nothing on disk). The arithmetic (per token, C snapshots, hook after block L
 of a model with n_layers blocks of width d, MLP width d_ff, context T):
 
   forward to the layer   2 (L + 1) (4 d^2 + 2 d d_ff + T d)   FLOPs per token and snapshot

@@ -1,4 +1,4 @@
-"""Faults and bad input a user meets (issue 14, part 3): each ends in an error that names the problem
+"""Faults and bad input a user meets: each ends in an error that names the problem
 and the fix, and loses nothing already computed."""
 
 import json
@@ -175,7 +175,7 @@ def test_small_input_errors(planted_setup, tmp_path):
     with pytest.raises(TaskError, match=rf"{bad}, line 3: not valid JSON"):
         read_jsonl(bad)
     from crosscoder_jax.data.store import StoreError
-    with pytest.raises(StoreError, match=r"not an activation store.*layout in README.md"):
+    with pytest.raises(StoreError, match=r"not an activation store.*layout in docs/interfaces.md"):
         Store(tmp_path / "nowhere")
     with pytest.raises(ValueError, match=r"the other axes take 3 devices, which does not divide the 1"):
         sharding.make_mesh(-1, 1, 3, devices=sharding.jax.devices()[:1])

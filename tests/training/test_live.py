@@ -1,4 +1,4 @@
-"""Live activations (issue 15, item 2): a run that computes the checkpoints' activations during
+"""Live activations: a run that computes the checkpoints' activations during
 training equals a run on the store harvested with the same fields, and resumes from its position;
 the shuffling window on the device and on the host give the same parameters, bit for bit; a process
 reads only the weights of the checkpoints whose columns it is asked for."""
