@@ -18,7 +18,7 @@ def test_paper_configs(module, layer, n):
     btk = module.get_config("train_batchtopk")
     assert (btk.k, btk.k_start, btk.k_anneal_steps, btk.lr, btk.batch_size, btk.steps) == (200, 1000, 5000, 5e-5,
                                                                                            4096, 97_656)
-    assert spec_from_config(btk, n, 2048).dec_init_norm_resolved == 1.0  # the paper's, not our default 0.1
+    assert spec_from_config(btk, n, 2048).dec_init_norm_resolved == 1.0  # the paper's, not our default 1/sqrt(3 C)
     assert l1.dec_init_norm_resolved == 0.08
     assert module.get_config("attribute").steps == 10
     with pytest.raises(ValueError, match="unknown stage"):
