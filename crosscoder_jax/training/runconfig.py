@@ -23,8 +23,8 @@ from crosscoder_jax.training import init_data
 
 # May differ between the run in a workdir and the command that resumes it.
 # `workdir` too: a workdir moved (say, to a bigger disk) resumes from its new place.
-RUN_CONTROL = {"workdir", "log_every", "save_every", "max_to_keep", "progress", "resume_anyway", "stop_after", "reader.prefetch",
-               "distributed.coordinator", "distributed.num_processes", "distributed.process_id",
+RUN_CONTROL = {"workdir", "log_every", "save_every", "max_to_keep", "progress", "resume_anyway", "stop_after",
+               "reader.prefetch", "distributed.coordinator", "distributed.num_processes", "distributed.process_id",
                "mesh.data", "mesh.snapshot", "mesh.latent", "mesh.zero", "sparse_decode", "live.buffer"}
 
 
