@@ -126,9 +126,7 @@ def _check_tensors(path: Path, tensors: Mapping[str, np.ndarray], spec: Spec, sc
     file fails here, naming the tensor, rather than later in a broadcast."""
     C, D, F = spec.n_checkpoints, spec.d_model, spec.dict_size
     want = {"W_enc": (C, D, F), "b_enc": (F,), "W_dec": (F, C, D), "b_dec": (C, D), core.SCORE_NORMS: (F,)}
-    if spec.activation == "jumprelu":
-        want["threshold"] = (F,)
-    elif "threshold" in tensors:
+    if spec.activation == "jumprelu" or "threshold" in tensors:  # batchtopk's is optional
         want["threshold"] = (F,)
     problems = [f"tensor {name} is missing" for name in want if name not in tensors]
     for name, shape in want.items():
