@@ -4,6 +4,7 @@ on several activation sets, side by side in one run.
   .venv/bin/python benchmarks/bench_quality.py                 # the default sets, 100/300/1000 steps
   .venv/bin/python benchmarks/bench_quality.py --sets powerlaw --steps 100,300 --lr 5e-5
   .venv/bin/python benchmarks/bench_quality.py --variants 'zero_b_dec:b_dec_init=zero' ...
+  .venv/bin/python benchmarks/bench_quality.py --from_results A/results.json,B/results.json  # one figure
 
 A set is `bench_vs_peers.py --data` with that script's flags after '@' (comma separated):
   planted                                   1,024 planted features, 16 active a token (D 512)
@@ -15,7 +16,9 @@ Every set trains C 1, k 32 (unless set), F 16384, batch 4096, one lr for all lib
 scoring (FVU and L0 on held-out rows with each SAE's inference encoder).
 
 Libraries: sparsify through its Trainer (peers_runner.py, `.venv-peers` or $PEERS_PYTHON, on
-`--torch_device`), ours through `python -m launch.train` with `configs/crosscoder.py`'s defaults,
+`--torch_device`), with `--peers` also dictionary_learning and SAELens (BatchTopK through their own
+trainers, as in bench_vs_peers.py: their L0 is k on average over a batch, not in every row); ours
+through `python -m launch.train` with `configs/crosscoder.py`'s defaults (`--no_ours`: not run),
 plus any `--variants NAME:FIELD=VALUE,...` (config fields over the defaults, e.g. the previous
 defaults, to say what a default buys). `--in_process` runs ours through `training.train.train` in
 this process (no interpreter start and JAX import per run; for sweeps on an accelerator), with
@@ -84,16 +87,32 @@ def main(argv=None) -> None:
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--lr", type=float, default=None, help="every library's lr (default 2e-4 / sqrt(F / 2^14))")
     ap.add_argument("--variants", nargs="*", default=[], help="NAME:FIELD=VALUE,... runs of ours beside its defaults")
+    ap.add_argument("--peers", default="sparsify",
+                    help=f"comma-separated peer libraries, from {', '.join(bvp.PEER_LIBS)} (default sparsify)")
     ap.add_argument("--no_peer", action="store_true", help="ours only")
-    ap.add_argument("--in_process", action="store_true", help="ours in this process, sparsify in a thread beside it")
+    ap.add_argument("--no_ours", action="store_true", help="no run of our defaults (the peers and --variants only)")
+    ap.add_argument("--in_process", action="store_true", help="ours in this process, the peers in a thread beside it")
     ap.add_argument("--torch_device", default="cpu")
     ap.add_argument("--workdir", default="/tmp/bench_quality")
+    ap.add_argument("--from_results", default="",
+                    help="comma-separated results.json of earlier runs: print their tables and draw one "
+                         "quality.png in --workdir, training nothing")
     a = ap.parse_args(argv)
     a.workdir = Path(a.workdir)
+    if a.from_results:
+        a.workdir.mkdir(parents=True, exist_ok=True)
+        results = [r for f in a.from_results.split(",") if f for r in json.loads(Path(f).read_text())]
+        report(results, list(dict.fromkeys(r["set"] for r in results)),
+               sorted({r["steps"] for r in results}), a.workdir)
+        return
+    peers = [] if a.no_peer else [p.strip() for p in a.peers.split(",") if p.strip()]
+    for p in peers:
+        if p not in bvp.PEER_LIBS:
+            ap.error(f"unknown peer {p!r}: pick from {', '.join(bvp.PEER_LIBS)}")
     a.workdir.mkdir(parents=True, exist_ok=True)
     sets = [s.strip() for s in a.sets.split(";") if s.strip()]
     step_counts = [int(s) for s in a.steps.split(",")]
-    variants = parse_variants(a.variants)
+    variants = parse_variants(a.variants)[1 if a.no_ours else 0:]
     print(f"CPU: {bvp.cpu_model()} ({os.cpu_count()} cores); sets {sets}; steps {step_counts}; "
           f"variants {[n for n, _ in variants]}; commit {bvp.git_rev()}", flush=True)
     results: list[dict] = []
@@ -107,23 +126,23 @@ def main(argv=None) -> None:
         print(f"  {r['set']} {r['steps']:>5} {r['library']:<14} FVU {r['fvu']:.4f} L0 {r['l0']:.1f} "
               f"wall {r['total_s']:.0f} s, {r['tokens_per_s']:,.0f} tokens/s", flush=True)
 
-    def peer(spec, n, sa, paths):
-        r = bvp.run_peer("sparsify", sa, paths, sa.workdir)
-        return {**r, "set": spec, "steps": n, "library": "sparsify", "lr": sa.lr}
+    def peer(lib, spec, n, sa, paths):
+        r = bvp.run_peer(lib, sa, paths, sa.workdir)
+        return {**r, "set": spec, "steps": n, "library": lib, "lr": sa.lr}
 
     for spec in sets:
         for n in step_counts:
             sa = set_args(spec, n, a)
             sa.workdir.mkdir(parents=True, exist_ok=True)
             paths = bvp.make_data(sa, sa.workdir)
-            if not a.no_peer:
+            for lib in peers:
                 if pool:
-                    pending.append(pool.submit(peer, spec, n, sa, paths))
+                    pending.append(pool.submit(peer, lib, spec, n, sa, paths))
                 else:
                     try:
-                        record(peer(spec, n, sa, paths))
+                        record(peer(lib, spec, n, sa, paths))
                     except RuntimeError as e:
-                        print(f"  sparsify FAILED on {spec} at {n} steps: {e}", flush=True)
+                        print(f"  {lib} FAILED on {spec} at {n} steps: {e}", flush=True)
             for name, extra in variants:
                 try:
                     r = bvp.run_ours("topk", sa, paths, sa.workdir, extra=extra, name=name, in_process=a.in_process)
@@ -136,12 +155,12 @@ def main(argv=None) -> None:
                 try:
                     record(f.result())
                 except RuntimeError as e:
-                    print(f"  sparsify FAILED: {e}", flush=True)
+                    print(f"  peer FAILED: {e}", flush=True)
     for f in pending:
         try:
             record(f.result())
         except RuntimeError as e:
-            print(f"  sparsify FAILED: {e}", flush=True)
+            print(f"  peer FAILED: {e}", flush=True)
     report(results, sets, step_counts, a.workdir)
 
 
