@@ -43,8 +43,8 @@ MAX_DENSITY = 1 / 64  # above this share of kept codes (k / F) the dense step ru
 def applies(spec: Spec) -> bool:
     """Whether `spec` trains through this module: a top-k activation with `sparse_decode` on and
     at most `MAX_DENSITY` of the codes kept. Measured at C 3, D 512, F 16384, batch 4096, bf16 on
-    a 2-core CPU: k 32 (1/512) ran 2.27x the dense step, k 200 (1/82) 0.98x in less memory (the
-    Pythia-1B triplet step compiles to 4.99 GB against 5.47; `benchmarks/README.md`); beyond 1/64 the gathers would cost more than the matmuls they replace.
+    a 2-core CPU: k 32 (1/512) ran 2.27x the dense step, k 200 (1/82) 0.98x
+    (`benchmarks/README.md`); beyond 1/64 the gathers would cost more than the matmuls they replace.
     A static k bound decides: an annealed k (the paper's 1000 -> 200) takes the dense step throughout."""
     act = activations.get(spec.activation)
     return spec.sparse_decode and isinstance(act, TopKActivation) and k_bound(spec) <= spec.dict_size * MAX_DENSITY

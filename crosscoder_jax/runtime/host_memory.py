@@ -103,7 +103,7 @@ class Keeper:
     24 GB machine that room is not there and the defaults stay. A limit fixed right after the first
     step sat below the steady resident size (C 1, D 512, F 16384, batch 4096: 4.15 against 4.85 GB),
     so half of all steps returned the 1.3 GB block and faulted it in again: 8,000 tokens/s against
-    10,800 with the limit learned (benchmarks/README.md).
+    10,891 with the limit learned (benchmarks/README.md).
     """
 
     WARM_STEPS = 16
