@@ -181,6 +181,7 @@ def report(results: list[dict], sets: list[str], step_counts: list[int], workdir
             print(f"| {lib} | " + " | ".join(cells) + " |")
     try:
         import matplotlib
+        import matplotlib.ticker
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -192,12 +193,16 @@ def report(results: list[dict], sets: list[str], step_counts: list[int], workdir
             if pts:
                 axes[0, j].plot([p[0] for p in pts], [p[2] for p in pts], "o-", label=lib)
                 axes[1, j].plot([p[1] for p in pts], [p[2] for p in pts], "o-", label=lib)
-        axes[0, j].set_title(spec[:40], fontsize=8)
+        axes[0, j].set_title(spec[:48], fontsize=7)
+        axes[0, j].legend(fontsize=7)
         for i, xl in enumerate(("steps", "wall seconds")):
             axes[i, j].set_xscale("log")
+            # log-scale minor labels overlap on a decade or less: plain numbers at 1, 2, 5 x 10^n only
+            axes[i, j].xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            axes[i, j].xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            axes[i, j].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             axes[i, j].set_xlabel(xl)
             axes[i, j].set_ylabel("FVU (held out)")
-    axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(workdir / "quality.png", dpi=110)
     print(f"\nfigure: {workdir / 'quality.png'}")

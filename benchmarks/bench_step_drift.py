@@ -1,0 +1,111 @@
+"""Whether the jitted train step itself slows down over a run, and where its time goes.
+
+  .venv/bin/python benchmarks/bench_step_drift.py --rows /tmp/bench_vs_peers/train.npy --steps 1000
+  .venv/bin/python benchmarks/bench_step_drift.py --rows ... --steps 200 --trace   # + a per-fusion trace
+
+Trains the step `launch.train` runs (`training.train.build`, C 1, topk by default, `configs/crosscoder.py`
+defaults otherwise) on real training rows (a [N, D] .npy, e.g. the one `bench_vs_peers.py` writes),
+cycling through the first `--batches` batches of them, with the host-memory keeper as the train loop
+runs it, but without the store reader, logging or checkpoints. Prints, per 100-step window, the
+median and the mean step time (a mean well above the median: a few slow steps, such as the
+keeper's releases, whose count is printed at the end) and tokens/s. With `--trace`, five more
+steps under `jax.profiler` and the total time per XLA operation (summed over threads: parallel
+work counts once per thread), largest first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from launch._malloc import reexec_with_tunables  # noqa: E402
+
+reexec_with_tunables()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from configs.crosscoder import get_config  # noqa: E402
+from crosscoder_jax.runtime import host_memory  # noqa: E402
+from crosscoder_jax.runtime.matmul_choice import cpu_model  # noqa: E402
+from crosscoder_jax.training import sharding  # noqa: E402
+from crosscoder_jax.training.train import build  # noqa: E402
+
+
+def per_op_ms(trace_dir: str, steps: int) -> list[tuple[float, int, str]]:
+    """(ms per step, calls per step, name) of every complete event of a perfetto trace, largest first."""
+    path = glob.glob(f"{trace_dir}/**/*.trace.json.gz", recursive=True)[0]
+    events = json.load(gzip.open(path))
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    total, count = collections.Counter(), collections.Counter()
+    for e in events:
+        if e.get("ph") == "X":
+            total[e["name"]] += e["dur"]
+            count[e["name"]] += 1
+    return [(us / steps / 1e3, count[n] // steps, n) for n, us in total.most_common()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", required=True, help="[N, D] float32 .npy of training rows")
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--F", type=int, default=16384)
+    ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--batches", type=int, default=64, help="distinct batches, cycled")
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--activation", default="topk", choices=("topk", "batchtopk"))
+    ap.add_argument("--trace", action="store_true", help="then five steps under jax.profiler, per operation")
+    a = ap.parse_args()
+
+    X = np.load(a.rows, mmap_mode="r")
+    D, B = X.shape[1], a.batch
+    n = min(a.batches, X.shape[0] // B)
+    if n < 1:
+        sys.exit(f"{a.rows} holds {X.shape[0]} rows, fewer than one batch of {B}: pass a smaller --batch")
+    xs = [np.ascontiguousarray(X[i * B:(i + 1) * B], dtype=np.float32).reshape(B, 1, D) for i in range(n)]
+    c = get_config()
+    c.dict_size, c.batch_size, c.activation, c.k, c.steps, c.lr = a.F, B, a.activation, a.k, a.steps, a.lr
+    mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    _, key, _, _, init_fn, step_fn = build(c, 1, D, np.ones(1), mesh)
+    state = jax.block_until_ready(init_fn(key))
+    keeper = host_memory.Keeper()
+    state, m = step_fn(state, xs[0])
+    jax.block_until_ready(m)
+    print(f"# {cpu_model()}, {os.cpu_count()} cores, jax {jax.__version__}; {a.activation} C 1, D {D}, F {a.F}, "
+          f"k {a.k}, batch {B}, {a.steps} steps over {n} batches of {a.rows}; temporaries {keeper.settle()}",
+          flush=True)
+    times = []
+    for i in range(a.steps):
+        t = time.perf_counter()
+        state, m = step_fn(state, xs[i % n])
+        jax.block_until_ready(m)
+        keeper.after_step()
+        times.append(time.perf_counter() - t)
+    print("| steps | median ms | mean ms | tokens/s (mean) |\n|---|---|---|---|")
+    for j in range(0, a.steps, 100):
+        w = times[j:j + 100]
+        print(f"| {j + 1}-{j + len(w)} | {np.median(w) * 1e3:.0f} | {np.mean(w) * 1e3:.0f} | {B / np.mean(w):,.0f} |")
+    print(f"keeper releases: {keeper.releases}", flush=True)
+    if a.trace:
+        with tempfile.TemporaryDirectory() as tmp:
+            with jax.profiler.trace(tmp, create_perfetto_trace=True):
+                for i in range(5):
+                    state, m = step_fn(state, xs[i % n])
+                    jax.block_until_ready(m)
+            print("\n| ms per step | calls per step | operation |\n|---|---|---|")
+            for ms, calls, name in per_op_ms(tmp, 5)[:40]:
+                print(f"| {ms:.1f} | {calls} | {name[:100]} |")
+    keeper.close()
+
+
+if __name__ == "__main__":
+    main()
