@@ -203,10 +203,11 @@ def _to_CDF(g_fCD: jax.Array) -> jax.Array:
     return matmul.apart(lambda g: matmul.transpose(g.reshape(f, C * D)).reshape(C, D, f), g_fCD)
 
 
-def list_kept(sel: Selected, pre_BF: jax.Array, axes: Axes, over: tuple[str, ...]):
-    """The kept entries (rows, cols, relu(pre) there, 0 past n) and how many ties were dropped;
-    listed inside the selection's blocks where it has them. relu is applied to the gathered entries
-    (the scores fuse their own), so that [B, F] pre-activations are the only full array XLA keeps."""
+def list_kept(sel: Selected, xw_BF: jax.Array, b_enc_F: jax.Array, axes: Axes, over: tuple[str, ...]):
+    """The kept entries (rows, cols, relu(pre) there, 0 past n, with pre = xw + b_enc) and how many
+    ties were dropped; listed inside the selection's blocks where it has them. Bias and relu are
+    applied to the gathered entries (the scores fuse their own), so that the encoder product xw
+    [B, F] is the only full array of pre-activations XLA keeps."""
     b, cap = sel.blocks, _cap(sel.bound)
     if isinstance(b, RowBlocks):
         e = sparse_decode.entries_in_blocks(sel.keep_BF, cap, b.ids, b.s, b.spill)
@@ -216,7 +217,7 @@ def list_kept(sel: Selected, pre_BF: jax.Array, axes: Axes, over: tuple[str, ...
     else:
         e = sparse_decode.entries(sel.keep_BF, cap)
     valid = jnp.arange(e.rows.shape[0]) < e.n
-    vals = jnp.where(valid, jax.nn.relu(pre_BF[e.rows, e.cols]), 0.0)
+    vals = jnp.where(valid, jax.nn.relu(xw_BF[e.rows, e.cols] + b_enc_F[e.cols]), 0.0)
     return e, vals, axes.sum(e.count - e.n, *over)
 
 
@@ -246,18 +247,22 @@ def value_and_grad(params: Mapping[str, jax.Array], act_state: Mapping[str, jax.
     x_BK = x_BCD.reshape(B, C * D)
     W_FK = params["W_dec"].reshape(F, C * D)
 
-    pre_BF = axes.sum(encoder_pre(x_BK, params["W_enc"], axes, spec.matmul_dtype), "snapshot") + params["b_enc"]
+    # The bias is added where the pre-activations are read (the scores, the listed entries, AuxK's
+    # chunks): added once into an array of their own, it was a [B, F] pass of its own (25 ms of a
+    # 0.5 s step at C 1, D 512, F 16384, batch 4096; benchmarks/README.md "Speed through a whole run").
+    xw_BF = axes.sum(encoder_pre(x_BK, params["W_enc"], axes, spec.matmul_dtype), "snapshot")
+    b_enc_F = params["b_enc"]
     # apart: fused with the [B, F] product below, XLA's CPU backend ran the norms as a library
     # fusion (118-127 ms at C 1, D 512, F 16384) that took 2.5x as long as that product alone (48 ms)
     dn_F = axes.sum(matmul.apart(lambda W: jnp.sum(core.decoder_norms({"W_dec": W}), axis=-1), params["W_dec"]),
                     "snapshot")
-    v_BF = jnp.where(pre_BF > 0, pre_BF * dn_F, 0.0)
+    v_BF = jnp.where(xw_BF + b_enc_F > 0, (xw_BF + b_enc_F) * dn_F, 0.0)
     sel = act.select(v_BF, spec, step, N, over_row=axes.over("latent"), over_all=axes.over("data", "latent"))
-    e, vals, dropped = list_kept(sel, pre_BF, axes, ("data", "latent"))
-    fired_F = axes.max(jnp.any(sel.keep_BF, axis=0).astype(jnp.int32), "data") > 0
-    # from the entries, not from passes over [B, F] (ties past the room aside: equal to the listed)
-    l0 = axes.sum(e.count, "data", "latent") / N
+    e, vals, dropped = list_kept(sel, xw_BF, b_enc_F, axes, ("data", "latent"))
     listed = jnp.arange(e.rows.shape[0]) < e.n
+    # from the entries, not from passes over [B, F] (ties past the room aside: equal to the listed)
+    fired_F = axes.max(jnp.zeros((F,), jnp.int32).at[e.cols].max(listed.astype(jnp.int32)), "data") > 0
+    l0 = axes.sum(e.count, "data", "latent") / N
     min_kept = axes.min(jnp.min(jnp.where(listed, vals * dn_F[e.cols], jnp.inf)), "data", "latent")
 
     xhat_BK = axes.sum(sparse_decode.gather_sum(vals, W_FK, e, B, dtype), "latent")
@@ -298,10 +303,10 @@ def value_and_grad(params: Mapping[str, jax.Array], act_state: Mapping[str, jax.
 
         def chunk(i, c):
             l2, dropped, wg, db_enc_F = c
-            pre_bF, err_bK, x_bK = (lax.dynamic_slice_in_dim(a, i * rows, rows) for a in (pre_BF, err_BK, x_BK))
-            cand_bF = jnp.where(dead_F[None, :], jax.nn.relu(pre_bF), 0.0)
+            xw_bF, err_bK, x_bK = (lax.dynamic_slice_in_dim(a, i * rows, rows) for a in (xw_BF, err_BK, x_BK))
+            cand_bF = jnp.where(dead_F[None, :], jax.nn.relu(xw_bF + b_enc_F), 0.0)
             sel = select_rows(cand_bF, jnp.minimum(spec.k_aux_resolved, n_dead), k_aux, axes.over("latent"))
-            ea, vals, drop = list_kept(sel, pre_bF, axes, ("data", "latent"))
+            ea, vals, drop = list_kept(sel, xw_bF, b_enc_F, axes, ("data", "latent"))
             diff_bK = err_bK - axes.sum(sparse_decode.gather_sum(vals, W_FK, ea, rows, dtype), "latent")
             d_vals, dW_FK = sparse_decode.decoder_grads(vals, W_FK, ea, diff_bK, dtype, wg[0] if ring is None else None,
                                                         scale, weight_grad=ring is None)
