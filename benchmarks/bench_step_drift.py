@@ -2,6 +2,7 @@
 
   .venv/bin/python benchmarks/bench_step_drift.py --rows /tmp/bench_vs_peers/train.npy --steps 1000
   .venv/bin/python benchmarks/bench_step_drift.py --rows ... --steps 200 --trace   # + a per-fusion trace
+  .venv/bin/python benchmarks/bench_step_drift.py --rows ... --steps 300 --dec_init_norm 0.1   # another decoder init
 
 Trains the step `launch.train` runs (`training.train.build`, C 1, topk by default, `configs/crosscoder.py`
 defaults otherwise) on real training rows (a [N, D] .npy, e.g. the one `bench_vs_peers.py` writes),
@@ -63,6 +64,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=64, help="distinct batches, cycled")
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--activation", default="topk", choices=("topk", "batchtopk"))
+    ap.add_argument("--dec_init_norm", type=float, default=0.0, help="decoder row norm at init (0: the default)")
     ap.add_argument("--trace", action="store_true", help="then five steps under jax.profiler, per operation")
     a = ap.parse_args()
 
@@ -74,6 +76,7 @@ def main() -> None:
     xs = [np.ascontiguousarray(X[i * B:(i + 1) * B], dtype=np.float32).reshape(B, 1, D) for i in range(n)]
     c = get_config()
     c.dict_size, c.batch_size, c.activation, c.k, c.steps, c.lr = a.F, B, a.activation, a.k, a.steps, a.lr
+    c.dec_init_norm = a.dec_init_norm
     mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
     _, key, _, _, init_fn, step_fn = build(c, 1, D, np.ones(1), mesh)
     state = jax.block_until_ready(init_fn(key))
@@ -81,7 +84,8 @@ def main() -> None:
     state, m = step_fn(state, xs[0])
     jax.block_until_ready(m)
     print(f"# {cpu_model()}, {os.cpu_count()} cores, jax {jax.__version__}; {a.activation} C 1, D {D}, F {a.F}, "
-          f"k {a.k}, batch {B}, {a.steps} steps over {n} batches of {a.rows}; temporaries {keeper.settle()}",
+          f"k {a.k}, batch {B}, decoder rows {a.dec_init_norm or 'default'}, lr {a.lr:g}, {a.steps} steps over {n} "
+          f"batches of {a.rows}; temporaries {keeper.settle()}",
           flush=True)
     times = []
     for i in range(a.steps):
