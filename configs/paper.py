@@ -37,6 +37,7 @@ def stage_config(stage: str, *, name: str, model: str, checkpoints: str, layer: 
         c.activations = f"{root}/store"
         c.dict_size, c.batch_size, c.steps, c.lr = 16384, 4096, 97_656, 5e-5   # 400M tokens
         c.b1, c.b2, c.grad_clip, c.decay_frac = 0.9, 0.999, 1.0, 0.2
+        c.center = False  # the paper scales its inputs but does not centre them
         if stage == "train":
             c.workdir, c.activation, c.l1_coeff, c.sparsity_warmup_frac = f"{root}/l1", "l1", 2.0, 0.05
         else:

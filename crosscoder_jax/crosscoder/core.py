@@ -126,6 +126,17 @@ def fvu(x_BCD: jax.Array, xhat_BCD: jax.Array) -> jax.Array:
     return err_C / jnp.maximum(var_C, 1e-30)
 
 
+def absorb_shift(params: Params, shift_CD: jax.Array) -> Params:
+    """Params trained on shifted inputs x - shift [C, D] rewritten to read x itself: the same codes
+    and reconstructions, `b_enc -= sum_c shift_c W_enc[c]`, `b_dec += shift` (float32)."""
+    shift_CD = jnp.asarray(shift_CD, jnp.float32)
+    out = dict(params)
+    out["b_enc"] = params["b_enc"] - jnp.einsum("cd,cdf->f", shift_CD, params["W_enc"].astype(jnp.float32),
+                                                precision=lax.Precision.HIGHEST)
+    out["b_dec"] = params["b_dec"] + shift_CD
+    return out
+
+
 def fold_scales(params: Params, scales_C: jax.Array) -> Params:
     """Moves the input scaling into the weights: the result reads raw activations.
     `W_enc[c] *= s_c`, `W_dec[:, c] /= s_c`, `b_dec[c] /= s_c`, plus `decoder_norm_sum` [F], the

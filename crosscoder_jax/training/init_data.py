@@ -1,10 +1,15 @@
-"""Parameters set from the data before the first step: the decoder bias at the mean or the geometric
-median of a sample of (normalised) rows, per checkpoint.
+"""Set from the data before the first step: the input shift (each checkpoint's mean, subtracted from
+the scaled rows) and the decoder bias (zero, or the mean or geometric median of the shifted rows),
+from one sample of rows per checkpoint.
 
-Why: with b_dec = 0 the first steps spend the decoder's capacity on the data's offset (every real
-residual stream has one; so does the power-law benchmark set). Starting b_dec at the geometric median
-(as dictionary_learning does; sparsify starts at the first batch's median too) removes that work:
-measured in benchmarks/README.md, "Quality per step".
+Why the shift: with the offset left in the inputs every pre-activation carries `mean . W_enc[i]`,
+which b_enc must cancel as W_enc moves, and the offset's share of each encoder gradient (`mean` times
+the code gradient's batch sum) swamps Adam's per-coordinate scale; residual streams carry large
+offsets (so does the power-law benchmark set: 81% of its energy at alpha 1.5). Centred, a top-k SAE
+there reached FVU 0.020 in 1,000 steps against 0.043 uncentred (sparsify, which subtracts its b_dec
+before the encoder and starts b_dec at the mean of the first batch: 0.0375); benchmarks/README.md,
+"Quality per step". The shift is absorbed into the biases at export (`crosscoder.absorb_shift`),
+so exported crosscoders read the scaled rows as before.
 """
 
 from __future__ import annotations
@@ -34,31 +39,54 @@ def geometric_median(X_ND: np.ndarray, iters: int = 200, tol: float = 1e-9) -> n
     return m
 
 
+def sample_rows(store: RowChunks, c: int, scale: float, seed: int = 0, max_rows: int = SAMPLE_ROWS) -> np.ndarray:
+    """Up to `max_rows` rows x_c * scale [N, D] (float64) of checkpoint c, read as whole chunks in a
+    seeded random order (the same rows on every process)."""
+    D = store.d_model
+    rows_wanted = max(256, min(max_rows, SAMPLE_BYTES // (8 * D)))
+    order = np.random.default_rng([seed, 7]).permutation(store.n_chunks)
+    parts, bad, n = [], [], 0
+    for i in order:
+        (chunk,) = store.read_chunks([int(i)], slice(c, c + 1))
+        parts.append(np.asarray(chunk, np.float64)[:, 0])
+        if not np.all(np.isfinite(parts[-1])):
+            bad.append(int(i))
+        n += parts[-1].shape[0]
+        if n >= rows_wanted:
+            break
+    if bad:
+        raise ValueError(f"{store.path}: non-finite activations of checkpoint {store.meta['checkpoints'][c]!r} "
+                         f"in chunk(s) {sorted(bad)}, read for the input shift or b_dec_init; re-harvest that "
+                         "checkpoint, or set --config.center=False --config.b_dec_init=zero to skip the estimate")
+    return np.concatenate(parts)[:rows_wanted] * float(scale)
+
+
 def b_dec_for(store: RowChunks, how: str, scales_C: np.ndarray, columns: slice = slice(None), seed: int = 0,
-              max_rows: int = SAMPLE_ROWS) -> np.ndarray:
+              max_rows: int = SAMPLE_ROWS, shift_CD: np.ndarray | None = None) -> np.ndarray:
     """The decoder bias at init [C, D] (float64, normalised space) for the checkpoints in `columns`
-    (the others 0): zero, or the mean or geometric median of up to `max_rows` rows x_c * s_c, read as
-    whole chunks in a seeded random order (the same rows on every process)."""
+    (the others 0): zero, or the mean or geometric median of `sample_rows` x_c * s_c - shift_c."""
     if how not in B_DEC_INITS:
         raise ValueError(f"b_dec_init {how!r} is not one of {', '.join(B_DEC_INITS)}")
     C, D = store.n_checkpoints, store.d_model
     out = np.zeros((C, D))
     if how == "zero":
         return out
-    rows_wanted = max(256, min(max_rows, SAMPLE_BYTES // (8 * D)))
-    order = np.random.default_rng([seed, 7]).permutation(store.n_chunks)
     for c in range(C)[columns]:
-        parts, n = [], 0
-        for i in order:
-            (chunk,) = store.read_chunks([int(i)], slice(c, c + 1))
-            parts.append(np.asarray(chunk, np.float64)[:, 0])
-            n += parts[-1].shape[0]
-            if n >= rows_wanted:
-                break
-        X = np.concatenate(parts)[:rows_wanted] * float(scales_C[c])
-        if not np.all(np.isfinite(X)):
-            raise ValueError(f"{store.path}: non-finite activations of checkpoint {store.meta['checkpoints'][c]!r} "
-                             "in the rows read for b_dec_init; re-harvest that checkpoint, or set "
-                             "--config.b_dec_init=zero to skip the estimate")
+        X = sample_rows(store, c, scales_C[c], seed, max_rows)
+        if shift_CD is not None:
+            X = X - shift_CD[c]
         out[c] = X.mean(axis=0) if how == "mean" else geometric_median(X)
     return out
+
+
+def shift_and_b_dec(store: RowChunks, config, scales_C: np.ndarray,
+                    columns: slice = slice(None)) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(input shift [C, D] or None, b_dec at init [C, D] or None) for a run's config: the shift is
+    the mean of each checkpoint's sampled scaled rows where `config.center` (else None: no shift);
+    b_dec follows `config.b_dec_init` on the shifted rows (None for zero). Checkpoints outside
+    `columns` (other processes') stay 0."""
+    shift = b_dec_for(store, "mean", scales_C, columns, seed=config.seed) if config.center else None
+    b_dec = None
+    if config.b_dec_init != "zero":
+        b_dec = b_dec_for(store, config.b_dec_init, scales_C, columns, seed=config.seed, shift_CD=shift)
+    return shift, b_dec

@@ -29,7 +29,7 @@ RUN_CONTROL = {"workdir", "log_every", "save_every", "max_to_keep", "progress", 
 
 
 # Fields added after runs were started: a saved config.json without one ran with this value.
-ADDED = {"b_dec_init": "zero"}
+ADDED = {"b_dec_init": "zero", "center": False}
 
 
 class ConfigMismatch(ValueError):

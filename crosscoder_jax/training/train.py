@@ -2,8 +2,8 @@
 
 `train(config)` reads an activation store, trains a crosscoder on a (data, snapshot, latent) mesh, logs to
 `<workdir>/metrics.jsonl`, checkpoints everything needed to continue exactly (params, optimizer
-state, step, reader position, batchtopk threshold, dead-latent counters, scales) with orbax, and
-writes `<workdir>/crosscoder.safetensors` at the end. Rerunning the same command resumes.
+state, step, reader position, batchtopk threshold, dead-latent counters, scales, shift) with orbax,
+and writes `<workdir>/crosscoder.safetensors` at the end (the shift absorbed into the biases). Rerunning the same command resumes.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class TrainState:
     act_state: dict            # e.g. the batchtopk threshold
     since_fired: jax.Array     # int32 [F], tokens since each latent last fired (saturates at dead_tokens)
     scales: jax.Array          # float32 [C], input scale per checkpoint
+    shift: jax.Array           # float32 [C, D], subtracted from the scaled inputs (`init_data.shift_and_b_dec`)
     data_position: jax.Array   # int32 [], batches consumed from the store stream
 
 
@@ -77,20 +78,28 @@ def make_optimizer(config) -> tuple[optax.GradientTransformation, Callable]:
 
 
 def init_state(key: jax.Array, spec: Spec, tx: optax.GradientTransformation, scales_C: jax.Array,
-               b_dec_CD: np.ndarray | None = None) -> TrainState:
-    """The state at step 0: `crosscoder.init_params`, with b_dec [C, D] (normalised space) from the data
-    where given (`init_data.b_dec_for`)."""
+               b_dec_CD: np.ndarray | None = None, shift_CD: np.ndarray | None = None) -> TrainState:
+    """The state at step 0: `crosscoder.init_params`, with b_dec [C, D] (normalised space, after the
+    shift) from the data where given (`init_data.b_dec_for`), and the input shift [C, D] (zeros where
+    not given)."""
     params = crosscoder.init_params(spec, key)
+    C, D = spec.n_checkpoints, spec.d_model
+    shift = jnp.zeros((C, D), jnp.float32) if shift_CD is None else jnp.asarray(np.asarray(shift_CD, np.float32))
     if b_dec_CD is not None:
         params = {**params, "b_dec": jnp.asarray(np.asarray(b_dec_CD, np.float32))}
     return TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params),
                       act_state=activations.get(spec.activation).init_state(spec),
                       since_fired=jnp.zeros((spec.dict_size,), jnp.int32),
-                      scales=jnp.asarray(scales_C, jnp.float32), data_position=jnp.int32(0))
+                      scales=jnp.asarray(scales_C, jnp.float32), shift=shift, data_position=jnp.int32(0))
 
 
 def _same(tree):
     return tree
+
+
+def normalised(x_BCD: jax.Array, scales_C: jax.Array, shift_CD: jax.Array) -> jax.Array:
+    """The crosscoder's input from raw activations x [B, C, D]: `x * s_c - shift_c`, float32."""
+    return x_BCD.astype(jnp.float32) * scales_C[None, :, None] - shift_CD[None]
 
 
 def train_step(state: TrainState, x_BCD: jax.Array, *, spec: Spec, tx: optax.GradientTransformation,
@@ -103,7 +112,7 @@ def train_step(state: TrainState, x_BCD: jax.Array, *, spec: Spec, tx: optax.Gra
     `value_and_grad` computes ((loss, aux), grads) like `jax.value_and_grad(crosscoder.loss_fn)`, the
     default (`build` passes the sparse top-k step where it applies)."""
     act = activations.get(spec.activation)
-    x_BCD = x_BCD.astype(jnp.float32) * state.scales[None, :, None]
+    x_BCD = normalised(x_BCD, state.scales, state.shift)
     dead_F = state.since_fired >= spec.dead_tokens
     grad_fn = value_and_grad or jax.value_and_grad(crosscoder.loss_fn, has_aux=True)
     (loss, aux), grads = grad_fn(to_compute(state.params), state.act_state, x_BCD, spec, state.step, dead_F)
@@ -113,7 +122,7 @@ def train_step(state: TrainState, x_BCD: jax.Array, *, spec: Spec, tx: optax.Gra
     since = jnp.where(aux["fired_F"], 0, jnp.minimum(state.since_fired + x_BCD.shape[0], spec.dead_tokens))
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                            act_state=act.update_state(state.act_state, aux["act_update"], spec, state.step),
-                           since_fired=since, scales=state.scales, data_position=state.data_position + 1)
+                           since_fired=since, scales=state.scales, shift=state.shift, data_position=state.data_position + 1)
     grad_norm = optax.tree.norm(grads)
     metrics = {"loss": loss, **{f"loss_{k}": v for k, v in aux["terms"].items()},
                "fvu": aux["fvu"],
@@ -133,9 +142,9 @@ def build(config, n_checkpoints: int, d_model: int, scales_C, mesh):
     abstract = jax.eval_shape(init, key)
     shardings = sharding.state_shardings(abstract, mesh, zero=config.mesh.zero)
 
-    def init_fn(key: jax.Array, b_dec_CD: np.ndarray | None = None) -> TrainState:
-        # b_dec enters as a constant of the program (a host array, the same on every process)
-        return jax.jit(functools.partial(init, b_dec_CD=b_dec_CD), out_shardings=shardings)(key)
+    def init_fn(key: jax.Array, b_dec_CD: np.ndarray | None = None, shift_CD: np.ndarray | None = None) -> TrainState:
+        # b_dec and shift enter as constants of the program (host arrays, the same on every process)
+        return jax.jit(functools.partial(init, b_dec_CD=b_dec_CD, shift_CD=shift_CD), out_shardings=shardings)(key)
     to_stored = functools.partial(jax.lax.with_sharding_constraint, shardings=shardings.params)
     vg = sharding.sparse_value_and_grad(mesh, zero=config.mesh.zero) if sparse_step.applies(spec) else None
     step_fn = jax.jit(functools.partial(train_step, spec=spec, tx=tx, schedule=schedule,
@@ -194,12 +203,12 @@ def estimate_threshold(state: TrainState, spec: Spec, batches) -> float:
     act = activations.get(spec.activation)
 
     @jax.jit
-    def min_kept(params, scales, x_BCD):
-        pre_BF = crosscoder.encoder_pre(params, x_BCD.astype(jnp.float32) * scales[None, :, None], spec)
+    def min_kept(params, scales, shift, x_BCD):
+        pre_BF = crosscoder.encoder_pre(params, normalised(x_BCD, scales, shift), spec)
         _, upd = act.train(pre_BF, params, {}, spec, crosscoder.score_norms(params), jnp.int32(2**30))
         return upd["min_kept"]
 
-    return float(np.mean([float(min_kept(state.params, state.scales, x)) for x in batches]))
+    return float(np.mean([float(min_kept(state.params, state.scales, state.shift, x)) for x in batches]))
 
 
 def _state_bytes(abstract) -> int:
@@ -242,14 +251,21 @@ def _run(config, workdir, store, mesh, batch_shape, block, write_config, spec, k
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     def restore(step):
         meta = mngr.item_metadata(step)  # raises on a checkpoint without readable metadata
-        changes = shape_changes(getattr(meta, "tree", meta), target) if meta is not None else []
+        tree = getattr(meta, "tree", meta)
+        # checkpoints written before the input shift existed: those runs had none
+        unshifted = isinstance(tree, dict) and "shift" not in tree
+        want = target.replace(shift=None) if unshifted else target
+        changes = shape_changes(tree, want) if meta is not None else []
         if changes:
             saved = workdir / "config.json"
             fields = runconfig.diff(json.loads(saved.read_text()), config.to_dict()) if saved.exists() else {}
             raise Incompatible(f"cannot resume {workdir} with this config: its checkpoint step {step} holds "
                                f"{'; '.join(changes)} (changed fields: {', '.join(fields) or 'unknown'}), which "
                                "resume_anyway cannot change. Use another --config.workdir.")
-        return mngr.restore(step, args=ocp.args.StandardRestore(target))
+        state = mngr.restore(step, args=ocp.args.StandardRestore(want))
+        if unshifted:
+            state = state.replace(shift=jax.device_put(np.zeros(target.shift.shape, np.float32), shardings.shift))
+        return state
 
     try:
         latest, state = restore_latest(mngr, restore, workdir, say)
@@ -257,11 +273,9 @@ def _run(config, workdir, store, mesh, batch_shape, block, write_config, spec, k
         mngr.close()
         raise
     if state is None:
-        b_dec_CD = None
-        if config.b_dec_init != "zero":
-            b_dec_CD = _all_columns(init_data.b_dec_for(store, config.b_dec_init, scales, block[1], seed=config.seed),
-                                    block[1])
-        state = init_fn(key, b_dec_CD)
+        shift_CD, b_dec_CD = (None if a is None else _all_columns(a, block[1])
+                              for a in init_data.shift_and_b_dec(store, config, scales, block[1]))
+        state = init_fn(key, b_dec_CD, shift_CD)
     if write_config:  # only now: a config that fails its checks or its restore leaves the workdir as it was
         runconfig.save(workdir, config)
     start = int(state.step)
@@ -369,7 +383,9 @@ def _run(config, workdir, store, mesh, batch_shape, block, write_config, spec, k
         except Exception:
             pass
     finished = int(state.step) >= config.steps
-    params, act_state = _host(state.params), _host(state.act_state)
+    # the exported crosscoder reads the scaled inputs themselves: the shift goes into the biases
+    params = jax.device_get(crosscoder.absorb_shift(_host(state.params), _host(state.shift)))
+    act_state = _host(state.act_state)
     if finished and jax.process_index() == 0:
         meta = {"model": store.meta.get("model"), "layer": store.meta.get("layer"), "steps": int(state.step),
                 "activations": str(config.activations)}

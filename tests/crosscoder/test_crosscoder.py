@@ -201,6 +201,32 @@ def test_fold_unfold_gives_same_codes_in_raw_space(activation):
         np.testing.assert_allclose(back[k], params[k], rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("activation", ["l1", "topk", "batchtopk", "jumprelu"])
+def test_absorbed_shift_reads_the_unshifted_inputs(activation):
+    """Params trained on x - shift, with the shift absorbed, give on x the codes and (shifted back)
+    reconstructions the trained params give on x - shift; checked against a float64 NumPy formula."""
+    spec, params, x = setup(activation, k=5)
+    state = activations.get(activation).init_state(spec)
+    if "threshold" in state:
+        state = {"threshold": jnp.float32(0.5)}
+    rng = np.random.default_rng(5)
+    params = {**params, "b_enc": jnp.asarray(rng.normal(size=params["b_enc"].shape) * 0.1, jnp.float32),
+              "b_dec": jnp.asarray(rng.normal(size=params["b_dec"].shape), jnp.float32)}
+    shift = rng.normal(size=params["b_dec"].shape).astype(np.float32) * 3.0
+    absorbed = cc.absorb_shift(params, shift)
+    want_b_enc = (np.asarray(params["b_enc"], np.float64)
+                  - np.einsum("cd,cdf->f", shift.astype(np.float64), np.asarray(params["W_enc"], np.float64)))
+    np.testing.assert_allclose(absorbed["b_enc"], want_b_enc, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(absorbed["b_dec"], np.asarray(params["b_dec"]) + shift, rtol=1e-6, atol=1e-6)
+    xs = jnp.asarray(x + shift[None], jnp.float32)
+    f_shifted = cc.encode(params, jnp.asarray(x, jnp.float32), spec, state)
+    f_absorbed = cc.encode(absorbed, xs, spec, state)
+    np.testing.assert_allclose(f_absorbed, f_shifted, rtol=1e-4, atol=1e-4)
+    assert np.array_equal(np.asarray(f_absorbed) > 0, np.asarray(f_shifted) > 0)
+    np.testing.assert_allclose(cc.decode(absorbed, f_shifted, spec), cc.decode(params, f_shifted, spec) + shift[None],
+                               rtol=1e-5, atol=1e-4)
+
+
 def test_batchtopk_codes_without_threshold_do_not_depend_on_the_batch():
     spec, params, x = setup("batchtopk", k=5)
     state = activations.get("batchtopk").init_state(spec)  # threshold not estimated (-1)
