@@ -51,7 +51,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.normalize = True            # scale each checkpoint to mean norm sqrt(D)
     c.center = True               # subtract each checkpoint's mean (of sampled scaled rows) from its inputs, absorbed
                                   # into the biases at export: FVU 0.020 against 0.043 at 1,000 steps on power-law
-                                  # data with a large offset (training/init_data.py); the paper's runs did not
+                                  # data with a large offset (training/init_data.py; it loses some on the planted
+                                  # and alpha 1.1 sets, benchmarks/README.md); the paper's runs did not centre
     c.b_dec_init = "zero"         # decoder bias at init, per checkpoint, on the centred rows: zero | mean | median
                                   # (geometric median of 16,384 sampled rows). Zero: the median cost FVU on
                                   # uncentred power-law data (benchmarks/README.md "Quality per step")
