@@ -11,12 +11,12 @@ Modules: `spec` (Spec), `core` (init, encode/decode, loss, FVU, scale folding), 
 Imports no other stage.
 """
 
-from crosscoder_jax.crosscoder.core import (Params, absorb_shift, decode, decoder_norms, encode, encoder_pre, fold_scales, fvu,
-                                            init_params, loss_fn, reconstruct, score_norms,
+from crosscoder_jax.crosscoder.core import (Params, absorb_shift, decode, decoder_norms, encode, encoder_pre,
+                                            fold_scales, fvu, init_params, loss_fn, reconstruct, score_norms,
                                             unfold_scales)
 from crosscoder_jax.crosscoder.export import Crosscoder, load_crosscoder, save_crosscoder
 from crosscoder_jax.crosscoder.spec import Spec
 
-__all__ = ["Crosscoder", "Params", "Spec", "absorb_shift", "decode", "decoder_norms", "encode", "encoder_pre", "fold_scales", "fvu",
-           "init_params", "load_crosscoder", "loss_fn", "reconstruct", "save_crosscoder", "score_norms",
-           "unfold_scales"]
+__all__ = ["Crosscoder", "Params", "Spec", "absorb_shift", "decode", "decoder_norms", "encode", "encoder_pre",
+           "fold_scales", "fvu", "init_params", "load_crosscoder", "loss_fn", "reconstruct", "save_crosscoder",
+           "score_norms", "unfold_scales"]

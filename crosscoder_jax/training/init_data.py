@@ -61,32 +61,40 @@ def sample_rows(store: RowChunks, c: int, scale: float, seed: int = 0, max_rows:
     return np.concatenate(parts)[:rows_wanted] * float(scale)
 
 
+def _centre(X_ND: np.ndarray, how: str) -> np.ndarray:
+    return X_ND.mean(axis=0) if how == "mean" else geometric_median(X_ND)
+
+
 def b_dec_for(store: RowChunks, how: str, scales_C: np.ndarray, columns: slice = slice(None), seed: int = 0,
-              max_rows: int = SAMPLE_ROWS, shift_CD: np.ndarray | None = None) -> np.ndarray:
+              max_rows: int = SAMPLE_ROWS) -> np.ndarray:
     """The decoder bias at init [C, D] (float64, normalised space) for the checkpoints in `columns`
-    (the others 0): zero, or the mean or geometric median of `sample_rows` x_c * s_c - shift_c."""
+    (the others 0): zero, or the mean or geometric median of `sample_rows` x_c * s_c."""
     if how not in B_DEC_INITS:
         raise ValueError(f"b_dec_init {how!r} is not one of {', '.join(B_DEC_INITS)}")
-    C, D = store.n_checkpoints, store.d_model
-    out = np.zeros((C, D))
-    if how == "zero":
-        return out
-    for c in range(C)[columns]:
-        X = sample_rows(store, c, scales_C[c], seed, max_rows)
-        if shift_CD is not None:
-            X = X - shift_CD[c]
-        out[c] = X.mean(axis=0) if how == "mean" else geometric_median(X)
+    out = np.zeros((store.n_checkpoints, store.d_model))
+    if how != "zero":
+        for c in range(store.n_checkpoints)[columns]:
+            out[c] = _centre(sample_rows(store, c, scales_C[c], seed, max_rows), how)
     return out
 
 
 def shift_and_b_dec(store: RowChunks, config, scales_C: np.ndarray,
                     columns: slice = slice(None)) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(input shift [C, D] or None, b_dec at init [C, D] or None) for a run's config: the shift is
-    the mean of each checkpoint's sampled scaled rows where `config.center` (else None: no shift);
-    b_dec follows `config.b_dec_init` on the shifted rows (None for zero). Checkpoints outside
-    `columns` (other processes') stay 0."""
-    shift = b_dec_for(store, "mean", scales_C, columns, seed=config.seed) if config.center else None
-    b_dec = None
-    if config.b_dec_init != "zero":
-        b_dec = b_dec_for(store, config.b_dec_init, scales_C, columns, seed=config.seed, shift_CD=shift)
+    """(input shift [C, D] or None, b_dec at init [C, D] or None) for a run's config, from one
+    `sample_rows` read per checkpoint: the shift is the mean of the scaled rows where `config.center`
+    (else None: no shift); b_dec follows `config.b_dec_init` on the shifted rows (None for zero).
+    Checkpoints outside `columns` (other processes') stay 0. `config.b_dec_init` is checked by
+    `runconfig.resolve`."""
+    C, D = store.n_checkpoints, store.d_model
+    shift = np.zeros((C, D)) if config.center else None
+    b_dec = np.zeros((C, D)) if config.b_dec_init != "zero" else None
+    if shift is None and b_dec is None:
+        return None, None
+    for c in range(C)[columns]:
+        X = sample_rows(store, c, scales_C[c], config.seed)
+        if shift is not None:
+            shift[c] = X.mean(axis=0)
+            X = X - shift[c]
+        if b_dec is not None:
+            b_dec[c] = _centre(X, config.b_dec_init)
     return shift, b_dec

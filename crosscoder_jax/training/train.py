@@ -3,7 +3,8 @@
 `train(config)` reads an activation store, trains a crosscoder on a (data, snapshot, latent) mesh, logs to
 `<workdir>/metrics.jsonl`, checkpoints everything needed to continue exactly (params, optimizer
 state, step, reader position, batchtopk threshold, dead-latent counters, scales, shift) with orbax,
-and writes `<workdir>/crosscoder.safetensors` at the end (the shift absorbed into the biases). Rerunning the same command resumes.
+and writes `<workdir>/crosscoder.safetensors` at the end (the shift absorbed into the biases).
+Rerunning the same command resumes.
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ def make_optimizer(config) -> tuple[optax.GradientTransformation, Callable]:
 def init_state(key: jax.Array, spec: Spec, tx: optax.GradientTransformation, scales_C: jax.Array,
                b_dec_CD: np.ndarray | None = None, shift_CD: np.ndarray | None = None) -> TrainState:
     """The state at step 0: `crosscoder.init_params`, with b_dec [C, D] (normalised space, after the
-    shift) from the data where given (`init_data.b_dec_for`), and the input shift [C, D] (zeros where
-    not given)."""
+    shift) and the input shift [C, D] (zeros where not given) from the data
+    (`init_data.shift_and_b_dec`)."""
     params = crosscoder.init_params(spec, key)
     C, D = spec.n_checkpoints, spec.d_model
     shift = jnp.zeros((C, D), jnp.float32) if shift_CD is None else jnp.asarray(np.asarray(shift_CD, np.float32))
@@ -122,7 +123,8 @@ def train_step(state: TrainState, x_BCD: jax.Array, *, spec: Spec, tx: optax.Gra
     since = jnp.where(aux["fired_F"], 0, jnp.minimum(state.since_fired + x_BCD.shape[0], spec.dead_tokens))
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                            act_state=act.update_state(state.act_state, aux["act_update"], spec, state.step),
-                           since_fired=since, scales=state.scales, shift=state.shift, data_position=state.data_position + 1)
+                           since_fired=since, scales=state.scales, shift=state.shift,
+                           data_position=state.data_position + 1)
     grad_norm = optax.tree.norm(grads)
     metrics = {"loss": loss, **{f"loss_{k}": v for k, v in aux["terms"].items()},
                "fvu": aux["fvu"],
