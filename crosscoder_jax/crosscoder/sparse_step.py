@@ -203,17 +203,20 @@ def _to_CDF(g_fCD: jax.Array) -> jax.Array:
     return matmul.apart(lambda g: matmul.transpose(g.reshape(f, C * D)).reshape(C, D, f), g_fCD)
 
 
-def list_kept(sel: Selected, xw_BF: jax.Array, b_enc_F: jax.Array, axes: Axes, over: tuple[str, ...]):
-    """The kept entries (rows, cols, relu(pre) there, 0 past n, with pre = xw + b_enc) and how many
-    ties were dropped; listed inside the selection's blocks where it has them. Bias and relu are
-    applied to the gathered entries (the scores fuse their own), so that the encoder product xw
-    [B, F] is the only full array of pre-activations XLA keeps."""
+def list_kept(sel: Selected, v_BF: jax.Array, xw_BF: jax.Array, b_enc_F: jax.Array, axes: Axes,
+              over: tuple[str, ...]):
+    """The kept entries (rows, cols, relu(pre) there, 0 past n, with pre = xw + b_enc) of the
+    selection on the scores v [B, F], and how many ties were dropped. Where the search found the
+    blocks that hold them, they are listed there by comparing the scores with its threshold, so that
+    the mask `sel.keep_BF` is never built; the bias and relu are applied to the gathered entries (the
+    scores fuse their own), so that the encoder product xw [B, F] is the only full array of
+    pre-activations XLA keeps."""
     b, cap = sel.blocks, _cap(sel.bound)
     if isinstance(b, RowBlocks):
-        e = sparse_decode.entries_in_blocks(sel.keep_BF, cap, b.ids, b.s, b.spill)
+        e = sparse_decode.entries_in_blocks(v_BF, cap, b.ids, b.s, b.spill, b.t)
     elif isinstance(b, FlatBlocks):
-        e = lax.cond(b.ok, lambda: sparse_decode.entries_in_flat_blocks(sel.keep_BF, cap, b.ids, b.n, b.s),
-                     lambda: sparse_decode.entries(sel.keep_BF, cap))
+        e = lax.cond(b.ok, lambda: sparse_decode.entries_in_flat_blocks(v_BF, cap, b.ids, b.n, b.s, b.t),
+                     lambda: sparse_decode.entries(v_BF, cap, b.t))
     else:
         e = sparse_decode.entries(sel.keep_BF, cap)
     valid = jnp.arange(e.rows.shape[0]) < e.n
@@ -258,7 +261,7 @@ def value_and_grad(params: Mapping[str, jax.Array], act_state: Mapping[str, jax.
                     "snapshot")
     v_BF = jnp.where(xw_BF + b_enc_F > 0, (xw_BF + b_enc_F) * dn_F, 0.0)
     sel = act.select(v_BF, spec, step, N, over_row=axes.over("latent"), over_all=axes.over("data", "latent"))
-    e, vals, dropped = list_kept(sel, xw_BF, b_enc_F, axes, ("data", "latent"))
+    e, vals, dropped = list_kept(sel, v_BF, xw_BF, b_enc_F, axes, ("data", "latent"))
     listed = jnp.arange(e.rows.shape[0]) < e.n
     # from the entries, not from passes over [B, F] (ties past the room aside: equal to the listed)
     fired_F = axes.max(jnp.zeros((F,), jnp.int32).at[e.cols].max(listed.astype(jnp.int32)), "data") > 0
@@ -306,7 +309,7 @@ def value_and_grad(params: Mapping[str, jax.Array], act_state: Mapping[str, jax.
             xw_bF, err_bK, x_bK = (lax.dynamic_slice_in_dim(a, i * rows, rows) for a in (xw_BF, err_BK, x_BK))
             cand_bF = jnp.where(dead_F[None, :], jax.nn.relu(xw_bF + b_enc_F), 0.0)
             sel = select_rows(cand_bF, jnp.minimum(spec.k_aux_resolved, n_dead), k_aux, axes.over("latent"))
-            ea, vals, drop = list_kept(sel, xw_bF, b_enc_F, axes, ("data", "latent"))
+            ea, vals, drop = list_kept(sel, cand_bF, xw_bF, b_enc_F, axes, ("data", "latent"))
             diff_bK = err_bK - axes.sum(sparse_decode.gather_sum(vals, W_FK, ea, rows, dtype), "latent")
             d_vals, dW_FK = sparse_decode.decoder_grads(vals, W_FK, ea, diff_bK, dtype, wg[0] if ring is None else None,
                                                         scale, weight_grad=ring is None)

@@ -88,6 +88,57 @@ def test_entries_in_blocks_lists_and_counts(monkeypatch):
         assert int(e_many.n) == n - missed and int(e_many.count) == n, rows
 
 
+def test_entries_with_threshold_equal_entries_of_the_mask(monkeypatch):
+    """Given scores and a threshold, each listing compares inside its blocks and lists exactly the
+    entries of the mask (scores >= t and > 0): per row (`entries_in_blocks`, spill counts included),
+    over all (`entries_in_flat_blocks`, `entries`)."""
+    f, rng = _codes(density=0.02)
+    v = jnp.abs(f)
+    B, F, s, m = f.shape[0], f.shape[1], 8, 6
+    nz = np.asarray(v) > 0
+    # per row: a threshold that keeps about half of each row's nonzeros (inf where a row keeps none)
+    t_B = jnp.asarray([np.median(np.asarray(v)[r][nz[r]]) if nz[r].any() else np.inf for r in range(B)], jnp.float32)
+    mask = (v >= t_B[:, None]) & (v > 0)
+    assert 0 < int(mask.sum()) < int(nz.sum())
+    blocks_with = [np.flatnonzero(nz[r].reshape(F // s, s).any(-1)) for r in range(B)]
+    ids = np.stack([np.sort(np.concatenate([b, rng.choice(np.setdiff1d(np.arange(F // s), b), m - len(b),
+                                                                   replace=False)])) for b in blocks_with])
+    want = sparse_decode.entries(mask, 4 * B)
+    n = int(want.n)
+    fn = jax.jit(sparse_decode.entries_in_blocks, static_argnums=(1, 3))
+    e = fn(v, 4 * B, jnp.asarray(ids, jnp.int32), s, jnp.zeros(B, bool), t_B)
+    assert int(e.n) == int(e.count) == n
+    np.testing.assert_array_equal(np.asarray(e.rows)[:n], np.asarray(want.rows)[:n])
+    np.testing.assert_array_equal(np.asarray(e.cols)[:n], np.asarray(want.cols)[:n])
+    # a row whose kept entries lie outside its listed blocks: counted from the scores when it spills
+    r = int(np.argmax(np.asarray(mask).sum(1)))
+    kept_blocks = np.flatnonzero(np.asarray(mask)[r].reshape(F // s, s).any(-1))
+    ids_r = ids.copy()
+    ids_r[r] = np.sort(np.setdiff1d(np.arange(F // s), kept_blocks)[:m])
+    spill = np.zeros(B, bool)
+    spill[r] = True
+    for rows in (2, 64):  # the spilling row gathered, or a count over all of the scores
+        monkeypatch.setattr(sparse_decode, "SPILL_ROWS", rows)
+        spill_many = spill.copy()
+        spill_many[[(r + 1) % B, (r + 2) % B]] = True
+        e_r = jax.jit(sparse_decode.entries_in_blocks, static_argnums=(1, 3))(
+            v, 4 * B, jnp.asarray(ids_r, jnp.int32), s, jnp.asarray(spill_many), t_B)
+        assert int(e_r.n) == n - int(np.asarray(mask)[r].sum()) and int(e_r.count) == n, rows
+    # over everything: a scalar threshold, in given flat blocks or listed from all of the scores
+    t = jnp.float32(np.quantile(np.asarray(v)[nz], 0.7))
+    mask = (v >= t) & (v > 0)
+    want = sparse_decode.entries(mask, 4 * B)
+    n = int(want.n)
+    blk = np.flatnonzero(np.asarray(mask).reshape(B * (F // s), s).any(-1))
+    M = len(blk) + 5
+    blk_M = jnp.asarray(np.concatenate([blk, np.zeros(5, int)]), jnp.int32)
+    for e in (sparse_decode.entries(v, 4 * B, t),
+              jax.jit(sparse_decode.entries_in_flat_blocks, static_argnums=(1, 4))(v, 4 * B, blk_M, len(blk), s, t)):
+        assert int(e.n) == int(e.count) == n and M > len(blk)
+        np.testing.assert_array_equal(np.asarray(e.rows)[:n], np.asarray(want.rows)[:n])
+        np.testing.assert_array_equal(np.asarray(e.cols)[:n], np.asarray(want.cols)[:n])
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("chunk", [4096, 16])  # one loop step, or many
 def test_kernels_match_numpy(dtype, chunk, monkeypatch):

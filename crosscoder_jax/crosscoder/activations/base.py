@@ -130,8 +130,8 @@ def select_rows(v_BF: jax.Array, k: jax.Array, bound: int, over_row: Over | None
     if over_row is LOCAL or (over_row is None and select.single_device()):
         blocks = row_blocks(v_BF, jnp.broadcast_to(jnp.clip(k, 1, bound), v_BF.shape[:1]), bound)
         if blocks is not None:
-            t_B1 = jnp.where(k <= 0, jnp.inf, blocks.t)[:, None]
-            return Selected((v_BF >= t_B1) & (v_BF > 0), bound * v_BF.shape[0], blocks)
+            blocks = blocks._replace(t=jnp.where(k <= 0, jnp.inf, blocks.t))
+            return Selected((v_BF >= blocks.t[:, None]) & (v_BF > 0), bound * v_BF.shape[0], blocks)
     return Selected(keep_top(v_BF, k, axis=-1, k_bound=bound, over=over_row), bound * v_BF.shape[0])
 
 

@@ -100,12 +100,14 @@ def block_size(n: int, k_bound: int, rows: int) -> int:
 class FlatBlocks(NamedTuple):
     """Blocks of s latents that hold every entry >= the threshold of a search over a whole array
     [R, n]: flat ids [m] (row * n/s + block, ascending; the first `n` valid), valid only where `ok`
-    (the compacted search had room for them; else the entries must be listed from all of it)."""
+    (the compacted search had room for them; else the entries must be listed from all of it), and
+    that threshold t (float32 scalar; +inf when nothing is kept)."""
 
     ids: jax.Array
     n: jax.Array
     s: int
     ok: jax.Array
+    t: jax.Array | None = None
 
 
 def _compacted(bits: jax.Array, k: jax.Array, k_bound: int, s: int, per_row: bool,
@@ -222,8 +224,8 @@ def _kth(v, k, axis, k_bound, over) -> tuple[jax.Array, FlatBlocks | None]:
     else:
         # counted in v's own shape: flattening an array split over its last axis would reshard it
         t = _bisect(bits, k, jnp.zeros(shape, jnp.int32), jnp.full(shape, _INF_BITS + 1, jnp.int32), per_row, over)
-    t = jnp.where(k <= 0, _INF_BITS, t)
-    return lax.bitcast_convert_type(t, jnp.float32), blocks
+    t = lax.bitcast_convert_type(jnp.where(k <= 0, _INF_BITS, t), jnp.float32)
+    return t, None if blocks is None else blocks._replace(t=t)
 
 
 def keep_top(v: jax.Array, k: jax.Array | int, axis: int | None, k_bound: int | None = None,
