@@ -3,6 +3,7 @@
   .venv/bin/python benchmarks/bench_step_drift.py --rows /tmp/bench_vs_peers/train.npy --steps 1000
   .venv/bin/python benchmarks/bench_step_drift.py --rows ... --steps 200 --trace   # + a per-fusion trace
   .venv/bin/python benchmarks/bench_step_drift.py --rows ... --steps 300 --dec_init_norm 0.1   # another decoder init
+  .venv/bin/python benchmarks/bench_step_drift.py --rows ... --steps 200 --against /tmp/old   # A/B in one process
 
 Trains the step `launch.train` runs (`training.train.build`, C 1, topk by default, `configs/crosscoder.py`
 defaults otherwise) on real training rows (a [N, D] .npy, e.g. the one `bench_vs_peers.py` writes),
@@ -11,7 +12,10 @@ runs it, but without the store reader, logging or checkpoints. Prints, per 100-s
 median and the mean step time (a mean well above the median: a few slow steps, such as the
 keeper's releases, whose count is printed at the end) and tokens/s. With `--trace`, five more
 steps under `jax.profiler` and the total time per XLA operation (summed over threads: parallel
-work counts once per thread), largest first.
+work counts once per thread), largest first. With `--against DIR` (another checkout of this
+repository, e.g. a `git worktree` of an older commit) its step is built in the same process and the
+two take turns step by step (ABBA order), so that both see the same machine: on a shared 2-core VM
+whose speed moved by 15% between back-to-back runs, separate runs could not tell a 5% change.
 """
 
 from __future__ import annotations
@@ -20,11 +24,15 @@ import argparse
 import collections
 import glob
 import gzip
+import importlib
 import json
 import os
+import re
+import shutil
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from launch._malloc import reexec_with_tunables  # noqa: E402
@@ -54,6 +62,25 @@ def per_op_ms(trace_dir: str, steps: int) -> list[tuple[float, int, str]]:
     return [(us / steps / 1e3, count[n] // steps, n) for n, us in total.most_common()]
 
 
+def load_build(checkout: str):
+    """`training.train.build` of another checkout's package, imported beside this one under the name
+    `crosscoder_jax_against` (a copy with its imports renamed)."""
+    dst = Path(tempfile.mkdtemp()) / "crosscoder_jax_against"
+    shutil.copytree(Path(checkout) / "crosscoder_jax", dst, ignore=shutil.ignore_patterns("__pycache__"))
+    for f in dst.rglob("*.py"):
+        f.write_text(re.sub(r"\bcrosscoder_jax\b", "crosscoder_jax_against", f.read_text()))
+    sys.path.insert(0, str(dst.parent))
+    return importlib.import_module("crosscoder_jax_against.training.train").build
+
+
+def windows(times: list[float], B: int) -> str:
+    rows = []
+    for j in range(0, len(times), 100):
+        w = times[j:j + 100]
+        rows.append(f"| {j + 1}-{j + len(w)} | {np.median(w) * 1e3:.0f} | {np.mean(w) * 1e3:.0f} | {B / np.mean(w):,.0f} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", required=True, help="[N, D] float32 .npy of training rows")
@@ -66,6 +93,7 @@ def main() -> None:
     ap.add_argument("--activation", default="topk", choices=("topk", "batchtopk"))
     ap.add_argument("--dec_init_norm", type=float, default=0.0, help="decoder row norm at init (0: the default)")
     ap.add_argument("--trace", action="store_true", help="then five steps under jax.profiler, per operation")
+    ap.add_argument("--against", default="", help="another checkout whose step takes turns with this one's")
     a = ap.parse_args()
 
     X = np.load(a.rows, mmap_mode="r")
@@ -80,25 +108,35 @@ def main() -> None:
     mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
     _, key, _, _, init_fn, step_fn = build(c, 1, D, np.ones(1), mesh)
     state = jax.block_until_ready(init_fn(key))
+    runs = {"this": [step_fn, state, []]}
+    if a.against:
+        *_, init_o, step_o = load_build(a.against)(c, 1, D, np.ones(1), mesh)
+        runs["against"] = [step_o, jax.block_until_ready(init_o(key)), []]
     keeper = host_memory.Keeper()
-    state, m = step_fn(state, xs[0])
-    jax.block_until_ready(m)
+    for r in runs.values():
+        r[1], m = r[0](r[1], xs[0])
+        jax.block_until_ready(m)
     print(f"# {cpu_model()}, {os.cpu_count()} cores, jax {jax.__version__}; {a.activation} C 1, D {D}, F {a.F}, "
           f"k {a.k}, batch {B}, decoder rows {a.dec_init_norm or 'default'}, lr {a.lr:g}, {a.steps} steps over {n} "
           f"batches of {a.rows}; temporaries {keeper.settle()}",
           flush=True)
-    times = []
+    names = list(runs)
     for i in range(a.steps):
-        t = time.perf_counter()
-        state, m = step_fn(state, xs[i % n])
-        jax.block_until_ready(m)
-        keeper.after_step()
-        times.append(time.perf_counter() - t)
-    print("| steps | median ms | mean ms | tokens/s (mean) |\n|---|---|---|---|")
-    for j in range(0, a.steps, 100):
-        w = times[j:j + 100]
-        print(f"| {j + 1}-{j + len(w)} | {np.median(w) * 1e3:.0f} | {np.mean(w) * 1e3:.0f} | {B / np.mean(w):,.0f} |")
+        for name in names if i % 2 == 0 else names[::-1]:
+            r = runs[name]
+            t = time.perf_counter()
+            r[1], m = r[0](r[1], xs[i % n])
+            jax.block_until_ready(m)
+            keeper.after_step()
+            r[2].append(time.perf_counter() - t)
+    for name, r in runs.items():
+        label = "" if not a.against else f"{name} ({os.getcwd() if name == 'this' else a.against})\n"
+        print(f"{label}| steps | median ms | mean ms | tokens/s (mean) |\n|---|---|---|---|\n{windows(r[2], B)}")
+    if a.against:
+        ratio = np.median(runs["against"][2]) / np.median(runs["this"][2])
+        print(f"median step, against / this: {ratio:.3f}")
     print(f"keeper releases: {keeper.releases}", flush=True)
+    state = runs["this"][1]
     if a.trace:
         with tempfile.TemporaryDirectory() as tmp:
             with jax.profiler.trace(tmp, create_perfetto_trace=True):

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from crosscoder_jax.crosscoder import scores
+
 _CHUNK = 4096  # most entries per loop step (a power of two); caps are whole multiples of it
 _CHUNK_FLOATS = 1 << 22  # and at most this many gathered floats (16 MB) per step
 # Rows whose ties spill out of their blocks (`entries_in_blocks`) are counted by gathering them, up to
@@ -108,35 +110,41 @@ def entries_in_flat_blocks(f_BF: jax.Array, cap: int, blk_M: jax.Array, n_blocks
     return _in_blocks(slots_Ms, blk_M, B, F, cap)
 
 
-def entries_in_blocks(f_BF: jax.Array, cap: int, ids_Bm: jax.Array, s: int, spill_B: jax.Array,
+def entries_in_blocks(f_BF: scores.ScoresLike, cap: int, ids_Bm: jax.Array, s: int, spill_B: jax.Array,
                       t_B: jax.Array | None = None) -> Entries:
-    """As `entries`, when each row's nonzeros lie in its m blocks of s latents ids [B, m] (block
-    indices, ascending per row): reads B*m*s codes instead of B*F. Rows with `spill` True may hold
+    """As `entries`, when each row's nonzeros lie in its m strided blocks of s latents ids [B, m]
+    (block j holds latents j, j + F/s, ...; `scores.block_cols`; ascending per row): reads B*m*s
+    codes instead of B*F. Rows with `spill` True may hold
     nonzeros elsewhere too: those are not listed, but counted (over the spilling rows, or over all of f
     when more than `SPILL_ROWS` spill).
 
     With a threshold t [B] the entries are those of f >= t (per row) and > 0, compared inside the
     gathered blocks: a mask of f built beforehand is a [B, F] pass of its own (15-17 ms of a ~0.45 s
-    step at D 512, F 16384, batch 4096 on a 2-core CPU; benchmarks/README.md)."""
+    step at D 512, F 16384, batch 4096 on a 2-core CPU; benchmarks/README.md). f may then be
+    `scores.Scores`, computed in the blocks and rows read only."""
     B, F = f_BF.shape
     cap = round_cap(cap)
     t_B1 = None if t_B is None else t_B[:, None]
-    slots_Bms = _kept(jnp.take_along_axis(f_BF.reshape(B, F // s, s), ids_Bm[..., None], axis=1),
-                      None if t_B1 is None else t_B1[..., None])
-    blk_N = (jnp.arange(B, dtype=jnp.int32)[:, None] * (F // s) + ids_Bm).reshape(-1)
-    e = _in_blocks(slots_Bms.reshape(-1, s), blk_N, B, F, cap)
+    slots_Bsm = _kept(scores.take_blocks(f_BF, ids_Bm, s), None if t_B1 is None else t_B1[..., None])
+    sm = slots_Bsm.shape[1] * slots_Bsm.shape[2]
+    n = jnp.sum(slots_Bsm, dtype=jnp.int32)
+    pos, = jnp.nonzero(slots_Bsm.reshape(-1), size=cap, fill_value=0)  # row-major over (row, slot, block)
+    used = jnp.arange(cap) < n
+    rows = pos // sm
+    cols = ids_Bm[rows, pos % ids_Bm.shape[1]] + (F // s) * ((pos % sm) // ids_Bm.shape[1])
+    e = Entries(rows=jnp.where(used, rows, B - 1), cols=jnp.where(used, cols, F - 1), n=jnp.minimum(n, cap), count=n)
     r = min(B, SPILL_ROWS)
 
     def few():  # the spilling rows' entries outside their blocks, counted over those rows alone
         _, idx_r = lax.top_k(spill_B.astype(jnp.int32), r)  # every spilling row among the first r
-        nz_rF = _kept(f_BF[idx_r], None if t_B1 is None else t_B1[idx_r])
-        outside_r = jnp.sum(nz_rF, axis=1, dtype=jnp.int32) - jnp.sum(slots_Bms[idx_r], axis=(1, 2), dtype=jnp.int32)
+        nz_rF = _kept(scores.take_rows(f_BF, idx_r), None if t_B1 is None else t_B1[idx_r])
+        outside_r = jnp.sum(nz_rF, axis=1, dtype=jnp.int32) - jnp.sum(slots_Bsm[idx_r], axis=(1, 2), dtype=jnp.int32)
         return e.count + jnp.sum(jnp.where(spill_B[idx_r], outside_r, 0))
 
     n_spill = jnp.sum(spill_B, dtype=jnp.int32)
     how = jnp.where(n_spill == 0, 0, jnp.where(n_spill <= r, 1, 2))
     return e._replace(count=lax.switch(how, [lambda: e.count, few,
-                                             lambda: jnp.sum(_kept(f_BF, t_B1), dtype=jnp.int32)]))
+                                             lambda: jnp.sum(_kept(scores.full(f_BF), t_B1), dtype=jnp.int32)]))
 
 
 def _slice(a: jax.Array, i: jax.Array, n: int) -> jax.Array:

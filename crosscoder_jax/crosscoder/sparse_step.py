@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from crosscoder_jax.crosscoder import activations, core, matmul, sparse_decode
+from crosscoder_jax.crosscoder import activations, core, matmul, scores, sparse_decode
 from crosscoder_jax.crosscoder.activations.base import (FlatBlocks, RowBlocks, Selected, TopKActivation, k_bound,
                                                          select_rows)
 from crosscoder_jax.crosscoder.activations.select import LOCAL, Over
@@ -203,18 +203,19 @@ def _to_CDF(g_fCD: jax.Array) -> jax.Array:
     return matmul.apart(lambda g: matmul.transpose(g.reshape(f, C * D)).reshape(C, D, f), g_fCD)
 
 
-def list_kept(sel: Selected, v_BF: jax.Array, xw_BF: jax.Array, b_enc_F: jax.Array, axes: Axes,
+def list_kept(sel: Selected, v_BF: scores.ScoresLike, xw_BF: jax.Array, b_enc_F: jax.Array, axes: Axes,
               over: tuple[str, ...]):
     """The kept entries (rows, cols, relu(pre) there, 0 past n, with pre = xw + b_enc) of the
-    selection on the scores v [B, F], and how many ties were dropped. Where the search found the
-    blocks that hold them, they are listed there by comparing the scores with its threshold, so that
-    the mask `sel.keep_BF` is never built; the bias and relu are applied to the gathered entries (the
-    scores fuse their own), so that the encoder product xw [B, F] is the only full array of
-    pre-activations XLA keeps."""
+    selection on the scores v [B, F] (an array or `scores.Scores`), and how many ties were dropped.
+    Where the search found the blocks that hold them, they are listed there by comparing the scores
+    with its threshold, so that the mask `sel.keep_BF` is never built; the bias and relu are applied
+    to the gathered entries, so that the encoder product xw [B, F] is the only full array of
+    pre-activations XLA keeps (and, with `Scores` and a per-row search, the only [B, F] array)."""
     b, cap = sel.blocks, _cap(sel.bound)
     if isinstance(b, RowBlocks):
         e = sparse_decode.entries_in_blocks(v_BF, cap, b.ids, b.s, b.spill, b.t)
     elif isinstance(b, FlatBlocks):
+        v_BF = scores.full(v_BF)
         e = lax.cond(b.ok, lambda: sparse_decode.entries_in_flat_blocks(v_BF, cap, b.ids, b.n, b.s, b.t),
                      lambda: sparse_decode.entries(v_BF, cap, b.t))
     else:
@@ -259,7 +260,7 @@ def value_and_grad(params: Mapping[str, jax.Array], act_state: Mapping[str, jax.
     # fusion (118-127 ms at C 1, D 512, F 16384) that took 2.5x as long as that product alone (48 ms)
     dn_F = axes.sum(matmul.apart(lambda W: jnp.sum(core.decoder_norms({"W_dec": W}), axis=-1), params["W_dec"]),
                     "snapshot")
-    v_BF = jnp.where(xw_BF + b_enc_F > 0, (xw_BF + b_enc_F) * dn_F, 0.0)
+    v_BF = scores.Scores(xw_BF, b_enc_F, dn_F)
     sel = act.select(v_BF, spec, step, N, over_row=axes.over("latent"), over_all=axes.over("data", "latent"))
     e, vals, dropped = list_kept(sel, v_BF, xw_BF, b_enc_F, axes, ("data", "latent"))
     listed = jnp.arange(e.rows.shape[0]) < e.n
@@ -307,7 +308,8 @@ def value_and_grad(params: Mapping[str, jax.Array], act_state: Mapping[str, jax.
         def chunk(i, c):
             l2, dropped, wg, db_enc_F = c
             xw_bF, err_bK, x_bK = (lax.dynamic_slice_in_dim(a, i * rows, rows) for a in (xw_BF, err_BK, x_BK))
-            cand_bF = jnp.where(dead_F[None, :], jax.nn.relu(xw_bF + b_enc_F), 0.0)
+            # relu(pre) * 1 is relu(pre) exactly, so these are the dead latents' pre-activations
+            cand_bF = scores.Scores(xw_bF, b_enc_F, dead_F.astype(jnp.float32))
             sel = select_rows(cand_bF, jnp.minimum(spec.k_aux_resolved, n_dead), k_aux, axes.over("latent"))
             ea, vals, drop = list_kept(sel, cand_bF, xw_bF, b_enc_F, axes, ("data", "latent"))
             diff_bK = err_bK - axes.sum(sparse_decode.gather_sum(vals, W_FK, ea, rows, dtype), "latent")

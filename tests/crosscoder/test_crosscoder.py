@@ -293,8 +293,8 @@ def test_compacted_kth_largest_matches_sort(case, monkeypatch):
     for r in range(R):
         want_keep = (v[r] >= want_rows[r]) & (v[r] > 0)
         np.testing.assert_array_equal(np.asarray(sel.keep_BF)[r], want_keep)
-        outside = want_keep.reshape(n // s_, s_).copy()
-        outside[ids[r]] = False
+        outside = want_keep.reshape(s_, n // s_).copy()  # strided blocks: block j holds j, j + n/s, ...
+        outside[:, ids[r]] = False
         assert np.all(np.diff(ids[r]) > 0)
         assert not outside.any() or bool(sel.blocks.spill[r]), (case, r)
         # and flagged only where another block ties at the k-th value (a flag costs a recount)

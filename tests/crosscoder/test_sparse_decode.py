@@ -52,12 +52,13 @@ def test_entries_in_flat_blocks_equal_the_full_listing():
 
 
 def test_entries_in_blocks_lists_and_counts(monkeypatch):
-    """Listing inside given blocks (per row, ascending) equals the full listing when they hold every
-    entry; entries outside them are not listed but counted when their row is flagged as spilling."""
+    """Listing inside given strided blocks (per row, ascending; block j holds latents j, j + F/s, ...)
+    equals the full listing, order included, when they hold every entry; entries outside them are
+    not listed but counted when their row is flagged as spilling."""
     f, rng = _codes(density=0.02)
     B, F, s, m = f.shape[0], f.shape[1], 8, 6
     nz = np.asarray(f) != 0
-    blocks_with = [np.flatnonzero(nz[r].reshape(F // s, s).any(-1)) for r in range(B)]
+    blocks_with = [np.flatnonzero(nz[r].reshape(s, F // s).any(0)) for r in range(B)]
     assert max(map(len, blocks_with)) <= m
     ids = np.stack([np.sort(np.concatenate([b, rng.choice(np.setdiff1d(np.arange(F // s), b), m - len(b),
                                                                    replace=False)])) for b in blocks_with])
@@ -72,7 +73,7 @@ def test_entries_in_blocks_lists_and_counts(monkeypatch):
     r0 = ids.copy()
     r0[0, np.searchsorted(r0[0], blocks_with[0][0])] = np.setdiff1d(np.arange(F // s), ids[0])[0]
     r0[0] = np.sort(r0[0])
-    missed = int(nz[0].reshape(F // s, s)[blocks_with[0][0]].sum())
+    missed = int(nz[0].reshape(s, F // s)[:, blocks_with[0][0]].sum())
     spill = np.zeros(B, bool)
     e_quiet = fn(f, 4 * B, jnp.asarray(r0, jnp.int32), s, jnp.asarray(spill))
     spill[0] = True
@@ -100,7 +101,7 @@ def test_entries_with_threshold_equal_entries_of_the_mask(monkeypatch):
     t_B = jnp.asarray([np.median(np.asarray(v)[r][nz[r]]) if nz[r].any() else np.inf for r in range(B)], jnp.float32)
     mask = (v >= t_B[:, None]) & (v > 0)
     assert 0 < int(mask.sum()) < int(nz.sum())
-    blocks_with = [np.flatnonzero(nz[r].reshape(F // s, s).any(-1)) for r in range(B)]
+    blocks_with = [np.flatnonzero(nz[r].reshape(s, F // s).any(0)) for r in range(B)]
     ids = np.stack([np.sort(np.concatenate([b, rng.choice(np.setdiff1d(np.arange(F // s), b), m - len(b),
                                                                    replace=False)])) for b in blocks_with])
     want = sparse_decode.entries(mask, 4 * B)
@@ -112,7 +113,7 @@ def test_entries_with_threshold_equal_entries_of_the_mask(monkeypatch):
     np.testing.assert_array_equal(np.asarray(e.cols)[:n], np.asarray(want.cols)[:n])
     # a row whose kept entries lie outside its listed blocks: counted from the scores when it spills
     r = int(np.argmax(np.asarray(mask).sum(1)))
-    kept_blocks = np.flatnonzero(np.asarray(mask)[r].reshape(F // s, s).any(-1))
+    kept_blocks = np.flatnonzero(np.asarray(mask)[r].reshape(s, F // s).any(0))
     ids_r = ids.copy()
     ids_r[r] = np.sort(np.setdiff1d(np.arange(F // s), kept_blocks)[:m])
     spill = np.zeros(B, bool)
@@ -223,3 +224,42 @@ def test_where_the_sparse_step_applies():
     assert not sparse_step.applies(cc.Spec(3, 16, 1024, k=32, sparse_decode=True))  # 1/32 of codes kept: dense
     with pytest.raises(ValueError, match="sparse_decode needs a top-k activation"):
         cc.Spec(2, 16, 128, activation="l1", sparse_decode=True)
+
+
+def test_scores_computed_where_read_equal_the_array():
+    """`scores.Scores` (relu(pre + b) * w, computed where read) gives the same block maxima, blocks,
+    rows, per-row selection and listing as the array of its scores, bit for bit; block j of the
+    strided blocks holds latents j, j + F/s, ..."""
+    from crosscoder_jax.crosscoder import scores
+    from crosscoder_jax.crosscoder.activations.base import select_rows
+
+    rng = np.random.default_rng(3)
+    B, F, s = 32, 512, 8
+    pre = jnp.asarray(rng.normal(size=(B, F)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=F) * 0.3, jnp.float32)
+    w = jnp.asarray(rng.uniform(0.5, 2.0, size=F) * (rng.random(F) < 0.9), jnp.float32)  # some latents off
+    lazy = scores.Scores(pre, b, w)
+    v = scores.full(lazy)
+    np.testing.assert_array_equal(np.asarray(v), np.where(np.asarray(pre + b) > 0, np.asarray(pre + b) * np.asarray(w), 0))
+    M = np.asarray(v).reshape(B, s, F // s).max(1)
+    for x in (v, lazy):
+        np.testing.assert_array_equal(np.asarray(jax.jit(scores.block_max, static_argnums=1)(x, s)), M)
+    ids = jnp.asarray(np.sort(rng.choice(F // s, size=(B, 5)), axis=1), jnp.int32)
+    cols = np.asarray(ids)[:, None, :] + (F // s) * np.arange(s)[:, None]
+    want = np.take_along_axis(np.asarray(v), cols.reshape(B, -1), 1).reshape(cols.shape)
+    for x in (v, lazy):
+        np.testing.assert_array_equal(np.asarray(scores.take_blocks(x, ids, s)), want)
+        np.testing.assert_array_equal(np.asarray(scores.take_rows(x, jnp.asarray([3, 0]))), np.asarray(v)[[3, 0]])
+    sel_v, sel_l = (jax.jit(lambda x: select_rows(x, jnp.int32(6), 6))(x) for x in (v, lazy))
+    np.testing.assert_array_equal(np.asarray(sel_v.keep_BF), np.asarray(sel_l.keep_BF))
+    assert int(sel_v.keep_BF.sum()) == 6 * B
+    for a, c in zip(sel_v.blocks, sel_l.blocks):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
+    bl = sel_l.blocks
+    want_e = sparse_decode.entries(sel_v.keep_BF, 8 * B)
+    for x in (v, lazy):
+        e = jax.jit(sparse_decode.entries_in_blocks, static_argnums=(1, 3))(x, 8 * B, bl.ids, int(bl.s), bl.spill, bl.t)
+        n = int(want_e.n)
+        assert int(e.n) == int(e.count) == n == 6 * B
+        np.testing.assert_array_equal(np.asarray(e.rows)[:n], np.asarray(want_e.rows)[:n])
+        np.testing.assert_array_equal(np.asarray(e.cols)[:n], np.asarray(want_e.cols)[:n])

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from crosscoder_jax.crosscoder import scores
 from crosscoder_jax.crosscoder.activations import select
 from crosscoder_jax.crosscoder.activations.select import (  # noqa: F401 (re-exported)
     LOCAL, FlatBlocks, Over, RowBlocks, keep_top, keep_top_overall, kth_largest, row_blocks)
@@ -108,12 +109,12 @@ class TopKActivation(Activation, abc.ABC):
         return 1.0 / math.sqrt(3.0 * n_checkpoints)
 
     @abc.abstractmethod
-    def select(self, v_BF: jax.Array, spec: "Spec", step: jax.Array, n_tokens: int, over_row: Over | None = None,
-               over_all: Over | None = None) -> "Selected":
-        """Training-mode mask of the kept scores v [B, F] >= 0 (this device's block of an
-        n_tokens-row batch, the others reached through `over_row` (same rows, other latents) and
-        `over_all`), a static bound on how many this block can hold, ties aside, and, where the
-        search found them, the blocks of latents that hold the kept entries."""
+    def select(self, v_BF: scores.ScoresLike, spec: "Spec", step: jax.Array, n_tokens: int,
+               over_row: Over | None = None, over_all: Over | None = None) -> "Selected":
+        """Training-mode mask of the kept scores v [B, F] >= 0 (an array or `scores.Scores`; this
+        device's block of an n_tokens-row batch, the others reached through `over_row` (same rows,
+        other latents) and `over_all`), a static bound on how many this block can hold, ties aside,
+        and, where the search found them, the blocks of latents that hold the kept entries."""
 
     def kept_update(self, min_kept: jax.Array) -> dict[str, jax.Array]:
         """What `update_state` needs, from the smallest kept score of the batch."""
@@ -123,16 +124,18 @@ class TopKActivation(Activation, abc.ABC):
         return {"auxk": ctx.spec.aux_coeff * auxk_loss(ctx)}
 
 
-def select_rows(v_BF: jax.Array, k: jax.Array, bound: int, over_row: Over | None = None) -> Selected:
-    """The k (<= static `bound`) largest positive scores of each row of v [B, F] >= 0 (ties at the
-    k-th all kept): through `row_blocks` where this device holds whole rows (one device, or
-    `over_row` is `LOCAL` inside shard_map), else the bisection of `keep_top`."""
+def select_rows(v_BF: scores.ScoresLike, k: jax.Array, bound: int, over_row: Over | None = None) -> Selected:
+    """The k (<= static `bound`) largest positive scores of each row of v [B, F] >= 0 (an array, or
+    `scores.Scores` computed where read; ties at the k-th all kept): through `row_blocks` where
+    this device holds whole rows (one device, or `over_row` is `LOCAL` inside shard_map), else the
+    bisection of `keep_top`. The mask is an expression that XLA drops where nothing reads it."""
     if over_row is LOCAL or (over_row is None and select.single_device()):
         blocks = row_blocks(v_BF, jnp.broadcast_to(jnp.clip(k, 1, bound), v_BF.shape[:1]), bound)
         if blocks is not None:
             blocks = blocks._replace(t=jnp.where(k <= 0, jnp.inf, blocks.t))
-            return Selected((v_BF >= blocks.t[:, None]) & (v_BF > 0), bound * v_BF.shape[0], blocks)
-    return Selected(keep_top(v_BF, k, axis=-1, k_bound=bound, over=over_row), bound * v_BF.shape[0])
+            v = scores.full(v_BF)
+            return Selected((v >= blocks.t[:, None]) & (v > 0), bound * v_BF.shape[0], blocks)
+    return Selected(keep_top(scores.full(v_BF), k, axis=-1, k_bound=bound, over=over_row), bound * v_BF.shape[0])
 
 
 def ramp(step: jax.Array, length: int) -> jax.Array:

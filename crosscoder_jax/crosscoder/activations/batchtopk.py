@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from crosscoder_jax.crosscoder import scores
 from crosscoder_jax.crosscoder.activations.base import (Selected, TopKActivation, k_at, k_bound, keep_top,
                                                          keep_top_overall)
 
@@ -19,6 +20,7 @@ class BatchTopK(TopKActivation):
         return {"threshold": jnp.float32(-1.0)}  # < 0: not estimated yet
 
     def select(self, v_BF, spec, step, n_tokens, over_row=None, over_all=None):
+        v_BF = scores.full(v_BF)  # the search over the whole batch counts every score in its rounds
         keep_BF, blocks = keep_top_overall(v_BF, k_at(spec, step) * n_tokens, k_bound=k_bound(spec) * n_tokens,
                                            over=over_all)
         # one block may hold every kept entry of the batch

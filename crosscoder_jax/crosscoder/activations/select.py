@@ -22,7 +22,8 @@ to XLA's partitioner, its gathers at data-dependent positions gather the whole s
 every device (a data-parallel 8-device step went from 1.1 s to 76 s), while the plain bisection
 partitions into local counts and one all-reduce per round.
 
-Per row on one device (TopK, AuxK) the same blocks serve `lax.top_k` instead (`row_blocks`): the
+Per row on one device (TopK, AuxK) blocks serve `lax.top_k` instead (`row_blocks`; strided blocks
+there, whose maxima fuse with the scores, `scores.py`): the
 k_bound blocks with the largest maxima hold the k largest entries of the row, so a top-k over
 their k_bound*s entries gives the k-th largest exactly, and the blocks are where the kept entries
 lie (ties aside), so the sparse step lists them there without reading the rest of the row. On
@@ -39,6 +40,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from crosscoder_jax.crosscoder import scores
 
 _INF_BITS = 0x7F800000  # bit pattern of +inf: an upper bound for every finite non-negative float32
 
@@ -151,7 +154,8 @@ def _compacted(bits: jax.Array, k: jax.Array, k_bound: int, s: int, per_row: boo
 
 
 class RowBlocks(NamedTuple):
-    """Each row's k_bound blocks of s latents with the largest maxima: ids [R, k_bound] (ascending),
+    """Each row's k_bound strided blocks of s latents (block j holds j, j + n/s, ...; see
+    `scores.block_max`) with the largest maxima: ids [R, k_bound] (ascending),
     the row's k-th largest value t [R], and `spill` [R]: whether entries >= t may lie outside these
     blocks too (only when blocks tie at t)."""
 
@@ -161,22 +165,21 @@ class RowBlocks(NamedTuple):
     spill: jax.Array
 
 
-def row_blocks(v: jax.Array, k: jax.Array, k_bound: int) -> RowBlocks | None:
-    """The exact per-row k-th largest of v [R, n] >= 0 (k [R], 1 <= k <= k_bound; 0 when a row has
-    fewer than k positive entries) through its top blocks (see the module docstring), or None where
-    blocks would not pay (`block_size`). Local: call it on one device or per device in shard_map
-    with whole rows."""
+def row_blocks(v: scores.ScoresLike, k: jax.Array, k_bound: int) -> RowBlocks | None:
+    """The exact per-row k-th largest of v [R, n] >= 0 (an array, or `scores.Scores` computed where
+    read; k [R], 1 <= k <= k_bound; 0 when a row has fewer than k positive entries) through its top
+    blocks (see the module docstring), or None where blocks would not pay (`block_size`). Local:
+    call it on one device or per device in shard_map with whole rows."""
     R, n = v.shape
     s = block_size(n, k_bound, 1)
     if not s:
         return None
-    blocks_RNs = v.reshape(R, n // s, s)
-    max_RN = jnp.max(blocks_RNs, axis=-1)
+    max_RN = scores.block_max(v, s)
     _, ids = lax.top_k(max_RN, k_bound)
     # Ascending ids keep the listing row-major. Any top-k_bound set of blocks holds at least k
     # entries >= t, and every entry of the others is <= t, so the top-k of these is exact.
     ids = jnp.sort(ids, axis=-1)
-    cand = jnp.take_along_axis(blocks_RNs, ids[..., None], axis=1).reshape(R, k_bound * s)
+    cand = scores.take_blocks(v, ids, s).reshape(R, k_bound * s)
     top, _ = lax.top_k(cand, k_bound)
     # A gather, not a slice: XLA turns top_k followed by a slice into a full sort (~20x slower).
     t = jnp.take_along_axis(top, jnp.clip(k - 1, 0, k_bound - 1)[:, None], axis=1)[:, 0]
