@@ -36,7 +36,8 @@ SPILL_ROWS = 64
 
 
 class Entries(NamedTuple):
-    """Up to `cap` nonzero code entries in row-major order: token rows [cap], latent cols [cap];
+    """Up to `cap` nonzero code entries, rows ascending (row-major order, except `entries_of_rows`,
+    which keeps its order within a row): token rows [cap], latent cols [cap];
     `n` the number listed (at most cap), `count` how many there are in all (more than n when cap
     was too small; slots past n hold the last position, row B - 1 and col F - 1, and must be
     masked). No flat B*F index: it would overflow int32 at 2^31 codes."""
@@ -145,6 +146,19 @@ def entries_in_blocks(f_BF: scores.ScoresLike, cap: int, ids_Bm: jax.Array, s: i
     how = jnp.where(n_spill == 0, 0, jnp.where(n_spill <= r, 1, 2))
     return e._replace(count=lax.switch(how, [lambda: e.count, few,
                                              lambda: jnp.sum(_kept(scores.full(f_BF), t_B1), dtype=jnp.int32)]))
+
+
+def entries_of_rows(cols_Rk: jax.Array, cap: int, F: int) -> Entries:
+    """The entries at latents cols [R, k] of each row (k per row, in the given order within a row),
+    when those are all of them: no search at all. Padded to `round_cap(cap)` (>= R k) slots."""
+    R, k = cols_Rk.shape
+    cap = round_cap(cap)
+    if cap < R * k:
+        raise ValueError(f"room for {cap} entries, fewer than the {R} x {k} listed")
+    pad = lambda a, v: jnp.concatenate([a.reshape(-1), jnp.full((cap - R * k,), v, jnp.int32)])  # noqa: E731
+    rows = jnp.broadcast_to(jnp.arange(R, dtype=jnp.int32)[:, None], (R, k))
+    n = jnp.int32(R * k)
+    return Entries(rows=pad(rows, R - 1), cols=pad(cols_Rk.astype(jnp.int32), F - 1), n=n, count=n)
 
 
 def _slice(a: jax.Array, i: jax.Array, n: int) -> jax.Array:

@@ -263,3 +263,19 @@ def test_scores_computed_where_read_equal_the_array():
         assert int(e.n) == int(e.count) == n == 6 * B
         np.testing.assert_array_equal(np.asarray(e.rows)[:n], np.asarray(want_e.rows)[:n])
         np.testing.assert_array_equal(np.asarray(e.cols)[:n], np.asarray(want_e.cols)[:n])
+    # every row holds exactly its 6 (no ties): the search's own top latents list them
+    assert bool(jnp.all(bl.exact))
+    e = sparse_decode.entries_of_rows(bl.cols, 8 * B, F)
+    assert int(e.n) == int(e.count) == 6 * B and e.rows.shape[0] >= 6 * B
+    got = np.zeros((B, F), bool)
+    got[np.asarray(e.rows)[:6 * B], np.asarray(e.cols)[:6 * B]] = True
+    np.testing.assert_array_equal(got, np.asarray(sel_v.keep_BF))
+    np.testing.assert_array_equal(np.asarray(e.rows)[:6 * B], np.asarray(want_e.rows)[:6 * B])
+    # a tie at a row's 6th score, or a k below the bound, is not exact: the blocks are searched then
+    v_tie = np.asarray(v).copy()
+    order = np.argsort(-v_tie[0])
+    v_tie[0, order[6]] = v_tie[0, order[5]]
+    sel_t = jax.jit(lambda x: select_rows(x, jnp.int32(6), 6))(jnp.asarray(v_tie))
+    assert not bool(sel_t.blocks.exact[0]) and bool(jnp.all(sel_t.blocks.exact[1:]))
+    sel_k = jax.jit(lambda x: select_rows(x, jnp.int32(4), 6))(v)
+    assert not bool(jnp.any(sel_k.blocks.exact))

@@ -132,7 +132,7 @@ def select_rows(v_BF: scores.ScoresLike, k: jax.Array, bound: int, over_row: Ove
     if over_row is LOCAL or (over_row is None and select.single_device()):
         blocks = row_blocks(v_BF, jnp.broadcast_to(jnp.clip(k, 1, bound), v_BF.shape[:1]), bound)
         if blocks is not None:
-            blocks = blocks._replace(t=jnp.where(k <= 0, jnp.inf, blocks.t))
+            blocks = blocks._replace(t=jnp.where(k <= 0, jnp.inf, blocks.t), exact=blocks.exact & (k > 0))
             v = scores.full(v_BF)
             return Selected((v >= blocks.t[:, None]) & (v > 0), bound * v_BF.shape[0], blocks)
     return Selected(keep_top(scores.full(v_BF), k, axis=-1, k_bound=bound, over=over_row), bound * v_BF.shape[0])

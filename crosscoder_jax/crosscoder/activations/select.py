@@ -157,12 +157,17 @@ class RowBlocks(NamedTuple):
     """Each row's k_bound strided blocks of s latents (block j holds j, j + n/s, ...; see
     `scores.block_max`) with the largest maxima: ids [R, k_bound] (ascending),
     the row's k-th largest value t [R], and `spill` [R]: whether entries >= t may lie outside these
-    blocks too (only when blocks tie at t)."""
+    blocks too (only when blocks tie at t). `cols` [R, k_bound]: the latents of the row's k_bound
+    largest entries (by value, ties in any order); `exact` [R]: whether those are all its entries
+    >= t and > 0 (exactly k_bound of them, none outside the blocks), the rule for a TopK at its
+    bound, so that a listing of them needs no search of the blocks."""
 
     ids: jax.Array
     s: int
     t: jax.Array
     spill: jax.Array
+    cols: jax.Array | None = None
+    exact: jax.Array | None = None
 
 
 def row_blocks(v: scores.ScoresLike, k: jax.Array, k_bound: int) -> RowBlocks | None:
@@ -180,14 +185,19 @@ def row_blocks(v: scores.ScoresLike, k: jax.Array, k_bound: int) -> RowBlocks | 
     # entries >= t, and every entry of the others is <= t, so the top-k of these is exact.
     ids = jnp.sort(ids, axis=-1)
     cand = scores.take_blocks(v, ids, s).reshape(R, k_bound * s)
-    top, _ = lax.top_k(cand, k_bound)
-    # A gather, not a slice: XLA turns top_k followed by a slice into a full sort (~20x slower).
-    t = jnp.take_along_axis(top, jnp.clip(k - 1, 0, k_bound - 1)[:, None], axis=1)[:, 0]
+    # one more than k_bound, to tell the rows with exactly k_bound entries >= t (`RowBlocks.cols`)
+    top, pos = lax.top_k(cand, k_bound + 1)
+    # Gathers, not slices: XLA turns top_k followed by a slice into a full sort (~20x slower).
+    at = lambda a, j: jnp.take_along_axis(a, j, axis=1)  # noqa: E731
+    t = at(top, jnp.clip(k - 1, 0, k_bound - 1)[:, None])[:, 0]
+    last, after = at(top, jnp.full((R, 2), k_bound - 1) + jnp.arange(2)).T
+    cols = at(scores.block_cols(ids, s, n).reshape(R, k_bound * s), at(pos, jnp.broadcast_to(jnp.arange(k_bound), (R, k_bound))))
     # an entry >= t outside the chosen blocks makes its block's maximum >= t, and every chosen
     # maximum is at least as large: more than k_bound blocks reach t. (Not "the smallest chosen
     # maximum equals t": that holds whenever the top k lie in k distinct blocks, most rows at k << F/s.)
     spill = (jnp.sum(max_RN >= t[:, None], axis=-1) > k_bound) & (t > 0)
-    return RowBlocks(ids=ids, s=s, t=t, spill=spill)
+    exact = (last >= t) & (after < t) & (t > 0) & ~spill
+    return RowBlocks(ids=ids, s=s, t=t, spill=spill, cols=cols, exact=exact)
 
 
 def kth_largest(v: jax.Array, k: jax.Array | int, axis: int | None = None, k_bound: int | None = None,
