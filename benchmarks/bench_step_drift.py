@@ -77,7 +77,8 @@ def windows(times: list[float], B: int) -> str:
     rows = []
     for j in range(0, len(times), 100):
         w = times[j:j + 100]
-        rows.append(f"| {j + 1}-{j + len(w)} | {np.median(w) * 1e3:.0f} | {np.mean(w) * 1e3:.0f} | {B / np.mean(w):,.0f} |")
+        rows.append(f"| {j + 1}-{j + len(w)} | {np.median(w) * 1e3:.0f} | {np.mean(w) * 1e3:.0f} "
+                    f"| {B / np.mean(w):,.0f} |")
     return "\n".join(rows)
 
 

@@ -115,9 +115,8 @@ def entries_in_blocks(f_BF: scores.ScoresLike, cap: int, ids_Bm: jax.Array, s: i
                       t_B: jax.Array | None = None) -> Entries:
     """As `entries`, when each row's nonzeros lie in its m strided blocks of s latents ids [B, m]
     (block j holds latents j, j + F/s, ...; `scores.block_cols`; ascending per row): reads B*m*s
-    codes instead of B*F. Rows with `spill` True may hold
-    nonzeros elsewhere too: those are not listed, but counted (over the spilling rows, or over all of f
-    when more than `SPILL_ROWS` spill).
+    codes instead of B*F. Rows with `spill` True may hold nonzeros elsewhere too: those are not
+    listed, but counted (over the spilling rows, or over all of f when more than `SPILL_ROWS` spill).
 
     With a threshold t [B] the entries are those of f >= t (per row) and > 0, compared inside the
     gathered blocks: a mask of f built beforehand is a [B, F] pass of its own (15-17 ms of a ~0.45 s

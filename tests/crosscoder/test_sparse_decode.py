@@ -240,7 +240,8 @@ def test_scores_computed_where_read_equal_the_array():
     w = jnp.asarray(rng.uniform(0.5, 2.0, size=F) * (rng.random(F) < 0.9), jnp.float32)  # some latents off
     lazy = scores.Scores(pre, b, w)
     v = scores.full(lazy)
-    np.testing.assert_array_equal(np.asarray(v), np.where(np.asarray(pre + b) > 0, np.asarray(pre + b) * np.asarray(w), 0))
+    p = np.asarray(pre + b)
+    np.testing.assert_array_equal(np.asarray(v), np.where(p > 0, p * np.asarray(w), 0))
     M = np.asarray(v).reshape(B, s, F // s).max(1)
     for x in (v, lazy):
         np.testing.assert_array_equal(np.asarray(jax.jit(scores.block_max, static_argnums=1)(x, s)), M)

@@ -191,7 +191,8 @@ def row_blocks(v: scores.ScoresLike, k: jax.Array, k_bound: int) -> RowBlocks | 
     at = lambda a, j: jnp.take_along_axis(a, j, axis=1)  # noqa: E731
     t = at(top, jnp.clip(k - 1, 0, k_bound - 1)[:, None])[:, 0]
     last, after = at(top, jnp.full((R, 2), k_bound - 1) + jnp.arange(2)).T
-    cols = at(scores.block_cols(ids, s, n).reshape(R, k_bound * s), at(pos, jnp.broadcast_to(jnp.arange(k_bound), (R, k_bound))))
+    first_Rk = at(pos, jnp.broadcast_to(jnp.arange(k_bound), (R, k_bound)))
+    cols = at(scores.block_cols(ids, s, n).reshape(R, k_bound * s), first_Rk)
     # an entry >= t outside the chosen blocks makes its block's maximum >= t, and every chosen
     # maximum is at least as large: more than k_bound blocks reach t. (Not "the smallest chosen
     # maximum equals t": that holds whenever the top k lie in k distinct blocks, most rows at k << F/s.)
