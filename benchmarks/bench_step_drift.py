@@ -131,7 +131,8 @@ def main() -> None:
             keeper.after_step()
             r[2].append(time.perf_counter() - t)
     for name, r in runs.items():
-        label = "" if not a.against else f"{name} ({os.getcwd() if name == 'this' else a.against})\n"
+        here = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+        label = "" if not a.against else f"{name} ({here if name == 'this' else a.against})\n"
         print(f"{label}| steps | median ms | mean ms | tokens/s (mean) |\n|---|---|---|---|\n{windows(r[2], B)}")
     if a.against:
         ratio = np.median(runs["against"][2]) / np.median(runs["this"][2])

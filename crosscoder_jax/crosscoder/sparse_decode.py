@@ -126,12 +126,11 @@ def entries_in_blocks(f_BF: scores.ScoresLike, cap: int, ids_Bm: jax.Array, s: i
     cap = round_cap(cap)
     t_B1 = None if t_B is None else t_B[:, None]
     slots_Bsm = _kept(scores.take_blocks(f_BF, ids_Bm, s), None if t_B1 is None else t_B1[..., None])
-    sm = slots_Bsm.shape[1] * slots_Bsm.shape[2]
     n = jnp.sum(slots_Bsm, dtype=jnp.int32)
     pos, = jnp.nonzero(slots_Bsm.reshape(-1), size=cap, fill_value=0)  # row-major over (row, slot, block)
     used = jnp.arange(cap) < n
-    rows = pos // sm
-    cols = ids_Bm[rows, pos % ids_Bm.shape[1]] + (F // s) * ((pos % sm) // ids_Bm.shape[1])
+    rows = pos // (slots_Bsm.size // B)
+    cols = scores.block_cols(ids_Bm, s, F).reshape(-1)[pos]  # ascending within a row (see block_cols)
     e = Entries(rows=jnp.where(used, rows, B - 1), cols=jnp.where(used, cols, F - 1), n=jnp.minimum(n, cap), count=n)
     r = min(B, SPILL_ROWS)
 
