@@ -1,7 +1,8 @@
 """The floor every stage stands on: devices and meshes for batch-parallel programs, multi-host
 start-up, the run bookkeeping of long runs (metrics.jsonl, progress bars with rate and ETA),
-the per-machine choice of matmul operand dtype (`matmul_choice`), and keeping XLA:CPU's temporaries
-mapped between train steps (`host_memory`).
+the per-machine choice of matmul operand dtype (`matmul_choice`), keeping XLA:CPU's temporaries
+mapped between train steps (`host_memory`), and a per-row top-k run on the CPU host where XLA's is
+slow (`host_top_k`).
 
 Takes and gives nothing of the data flow; imports no other stage.
 """
