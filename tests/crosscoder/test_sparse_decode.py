@@ -9,6 +9,7 @@ import pytest
 
 from crosscoder_jax import crosscoder as cc
 from crosscoder_jax.crosscoder import sparse_decode, sparse_step
+from crosscoder_jax.runtime import host_kernels
 
 
 def _codes(B=16, F=256, density=0.05, seed=0):
@@ -141,9 +142,13 @@ def test_entries_with_threshold_equal_entries_of_the_mask(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("chunk", [4096, 16])  # one loop step, or many
+@pytest.mark.parametrize("chunk", [0, 4096, 16])  # the host kernels; XLA's loop in one step, or many
 def test_kernels_match_numpy(dtype, chunk, monkeypatch):
-    monkeypatch.setattr(sparse_decode, "_CHUNK", chunk)
+    if chunk:
+        monkeypatch.setenv("CROSSCODER_HOST_KERNELS", "0")
+        monkeypatch.setattr(sparse_decode, "_CHUNK", chunk)
+    else:
+        assert host_kernels.available()
     f, rng = _codes()
     B, F = f.shape
     W = jnp.asarray(rng.normal(size=(F, 24)), jnp.float32)
@@ -173,6 +178,23 @@ def _problem(activation, C=3, D=16, F=512, B=64, dtype="float32", **kw):
     p["W_dec"] = p["W_dec"] * jax.random.uniform(keys[2], (F, C, 1), minval=0.3, maxval=2.0)  # unequal norms
     x = jax.random.normal(keys[3], (B, C, D))
     return spec, p, x
+
+
+def test_step_same_with_host_kernels_or_xla(monkeypatch):
+    """The jitted sparse step, AuxK included, gives the same loss and gradients whichever runs the
+    top-k, gathers and scatters (sums in another order: float32 rounding apart)."""
+    spec, p, x = _problem("topk")
+    state = cc.activations.get("topk").init_state(spec)
+    dead = jax.random.uniform(jax.random.key(2), (spec.dict_size,)) < 0.3
+    run = lambda: jax.jit(sparse_step.value_and_grad, static_argnums=3)(p, state, x, spec, jnp.int32(5), dead)  # noqa: E731
+    (l1, a1), g1 = run()
+    monkeypatch.setenv("CROSSCODER_HOST_KERNELS", "0")
+    jax.clear_caches()
+    (l0, a0), g0 = run()
+    assert float(a1["terms"]["auxk"]) > 0
+    np.testing.assert_allclose(l1, l0, rtol=1e-5)
+    for name in g0:
+        np.testing.assert_allclose(g1[name], g0[name], rtol=1e-4, atol=1e-6, err_msg=name)
 
 
 @pytest.mark.parametrize("activation, dead_share, dtype", [

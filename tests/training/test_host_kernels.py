@@ -1,4 +1,5 @@
-"""The host top-k kernel against `lax.top_k`: same values, same positions, same tie order."""
+"""The host kernels against their references: the top-k against `lax.top_k` (same values, positions
+and tie order), the row gathers and scatter-adds against float64 NumPy."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,7 @@ import pytest
 from jax import lax
 
 from crosscoder_jax.crosscoder.activations import select
-from crosscoder_jax.runtime import host_top_k
+from crosscoder_jax.runtime import host_kernels
 
 
 def _cases():
@@ -26,7 +27,7 @@ def _cases():
 @pytest.mark.parametrize("name,x,k", list(_cases()), ids=[c[0] for c in _cases()])
 def test_matches_lax_top_k(name, x, k):
     x = np.asarray(x, np.float32)
-    vals, idx = host_top_k.top_k_host(x, k)
+    vals, idx = host_kernels.top_k_host(x, k)
     ref_vals, ref_idx = lax.top_k(jnp.asarray(x), k)
     np.testing.assert_array_equal(idx, np.asarray(ref_idx))
     np.testing.assert_array_equal(vals, np.asarray(ref_vals))
@@ -37,24 +38,24 @@ def test_nan_rows_give_valid_positions():
     rng = np.random.default_rng(1)
     x = np.where(rng.random((64, 100)) < 0.9, np.nan, rng.standard_normal((64, 100))).astype(np.float32)
     x[0] = np.nan
-    _, idx = host_top_k.top_k_host(x, 12)
+    _, idx = host_kernels.top_k_host(x, 12)
     assert idx.min() >= 0 and idx.max() < 100
     assert all(len(set(row)) == 12 for row in idx.tolist())  # k distinct positions a row
 
 
 def test_bad_k_is_refused():
     with pytest.raises(ValueError, match="1 <= k <= n"):
-        host_top_k.top_k_host(np.zeros((2, 3), np.float32), 4)
+        host_kernels.top_k_host(np.zeros((2, 3), np.float32), 4)
 
 
 def test_in_jit_under_grad_and_switch(monkeypatch):
     """Traced in a jitted, differentiated program it gives lax's numbers (values without gradient);
-    CROSSCODER_HOST_TOP_K=0 puts lax.top_k back."""
-    assert host_top_k.available()  # one CPU device in the default test run
+    CROSSCODER_HOST_KERNELS=0 puts lax.top_k back."""
+    assert host_kernels.available()  # one CPU device in the default test run
     x = jax.random.normal(jax.random.key(0), (300, 640))
 
     def loss(x):
-        vals, idx = host_top_k.top_k(x, 20)
+        vals, idx = host_kernels.top_k(x, 20)
         return jnp.sum(x[jnp.arange(300)[:, None], idx]) + 0 * jnp.sum(vals)
 
     g = jax.jit(jax.grad(loss))(x)
@@ -62,11 +63,11 @@ def test_in_jit_under_grad_and_switch(monkeypatch):
     expect = np.zeros(x.shape, np.float32)
     np.put_along_axis(expect, np.asarray(ref_idx), 1.0, axis=1)
     np.testing.assert_array_equal(np.asarray(g), expect)
-    hlo = jax.jit(lambda x: host_top_k.top_k(x, 20)).lower(x).as_text()
+    hlo = jax.jit(lambda x: host_kernels.top_k(x, 20)).lower(x).as_text()
     assert "callback" in hlo
-    monkeypatch.setenv("CROSSCODER_HOST_TOP_K", "0")
-    assert not host_top_k.available()
-    assert "callback" not in jax.jit(lambda x: host_top_k.top_k(x, 21)).lower(x).as_text()
+    monkeypatch.setenv("CROSSCODER_HOST_KERNELS", "0")
+    assert not host_kernels.available()
+    assert "callback" not in jax.jit(lambda x: host_kernels.top_k(x, 21)).lower(x).as_text()
 
 
 def test_row_blocks_same_with_either_top_k(monkeypatch):
@@ -75,7 +76,37 @@ def test_row_blocks_same_with_either_top_k(monkeypatch):
     v = jnp.asarray(np.maximum(rng.standard_normal((512, 4096)), 0), jnp.float32)
     k = jnp.full((512,), 16, jnp.int32)
     fast = jax.jit(lambda v: select.row_blocks(v, k, 16))(v)
-    monkeypatch.setenv("CROSSCODER_HOST_TOP_K", "0")
+    monkeypatch.setenv("CROSSCODER_HOST_KERNELS", "0")
     slow = jax.jit(lambda v: select.row_blocks(v, k, 16))(v)
     for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(slow)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_row_kernels_match_numpy(bf16):
+    """Entries in any order (rows repeated, cols repeated), only the first n counted; W read as
+    float32 or as bfloat16 bits."""
+    rng = np.random.default_rng(3)
+    B, F, K, N, n = 37, 50, 24, 300, 261
+    rows, cols = rng.integers(0, B, N).astype(np.int32), rng.integers(0, F, N).astype(np.int32)
+    v = rng.standard_normal(N).astype(np.float32)
+    W = rng.standard_normal((F, K)).astype(np.float32)
+    if bf16:
+        W = np.asarray(jnp.asarray(W).astype(jnp.bfloat16).astype(jnp.float32))
+        Wk = np.asarray(lax.bitcast_convert_type(jnp.asarray(W).astype(jnp.bfloat16), jnp.uint16))
+    else:
+        Wk = W
+    g, start = rng.standard_normal((B, K)).astype(np.float32), rng.standard_normal((F, K)).astype(np.float32)
+    f = np.zeros((B, F))
+    np.add.at(f, (rows[:n], cols[:n]), v[:n])  # the codes the entries stand for
+    W64, g64 = W.astype(np.float64), g.astype(np.float64)
+    tol = dict(rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(host_kernels.gather_sum_host(v, Wk, rows, cols, n, B), f @ W64, **tol)
+    dv, dW = host_kernels.decoder_grads_host(v, Wk, rows, cols, n, g, start)
+    np.testing.assert_allclose(dW, start + f.T @ g64, **tol)
+    np.testing.assert_allclose(dv[:n], np.einsum("nk,nk->n", W64[cols[:n]], g64[rows[:n]]), **tol)
+    assert np.all(dv[n:] == 0)
+    dv2, none = host_kernels.decoder_grads_host(v, Wk, rows, cols, n, g, weight_grad=False)
+    assert none is None and np.array_equal(dv2, dv)
+    np.testing.assert_allclose(host_kernels.scatter_rows_host(v, g, rows, cols, n, F), f.T @ g64, **tol)
+    np.testing.assert_allclose(host_kernels.scatter_rows_host(v, g, rows, cols, n, F, start), start + f.T @ g64, **tol)
