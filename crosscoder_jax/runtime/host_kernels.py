@@ -57,6 +57,12 @@ def _threads() -> int:
     return numba.get_num_threads() if numba is not None else 1
 
 
+@_njit(inline="always")
+def _span(part, total, threads):
+    """The rows [lo, hi) of the output that core `part` of `threads` owns."""
+    return part * total // threads, (part + 1) * total // threads
+
+
 # ---- top-k
 
 @_njit(inline="always")
@@ -69,12 +75,12 @@ def _key(b):
 def _top_rows(x, k, vals, idx, threads):
     R, n = x.shape
     c = n // k
-    per = (R + threads - 1) // threads
     bits = x.view(np.int32)
     for part in _prange(threads):
         ck, ci = np.empty(n, np.uint32), np.empty(n, np.int32)  # the row's candidates
         ok, oi = np.empty(k, np.uint32), np.empty(k, np.int32)  # its top k, in index order
-        for r in range(part * per, min(R, (part + 1) * per)):
+        lo_r, hi_r = _span(part, R, threads)
+        for r in range(lo_r, hi_r):
             row, brow = x[r], bits[r]
             # The smallest of k group maxima: k entries are >= it, so the k-th largest is too.
             lo = np.inf
@@ -155,55 +161,52 @@ def _widen(src, dst):
         dst[j] = _u32(src[j]) << shift
 
 
+@_njit(inline="always")
+def _axpy(a, x, out):
+    """out += a * x over a row."""
+    for j in range(x.shape[0]):
+        out[j] += a * x[j]
+
+
 @_njit(parallel=True, nogil=True)
 def _gather_sum(v, W, rows, cols, n, out, threads):
     B, K = out.shape
     for part in _prange(threads):
-        lo, hi = part * B // threads, (part + 1) * B // threads
+        lo, hi = _span(part, B, threads)
         bits = np.empty(K, np.uint32)
         w = bits.view(np.float32)
         for i in range(n):
-            r = rows[i]
-            if lo <= r < hi:
+            if lo <= rows[i] < hi:
                 _widen(W[cols[i]], bits)
-                a, o = v[i], out[r]
-                for j in range(K):
-                    o[j] += a * w[j]
+                _axpy(v[i], w, out[rows[i]])
 
 
 @_njit(parallel=True, nogil=True, fastmath={"reassoc"})  # reassoc: the dot's sum in vector lanes
 def _decoder_grads(v, W, rows, cols, n, g, dv, dW, weight_grad, threads):
     F, K = W.shape
     for part in _prange(threads):
-        lo, hi = part * F // threads, (part + 1) * F // threads
+        lo, hi = _span(part, F, threads)
         bits = np.empty(K, np.uint32)
         w = bits.view(np.float32)
         for i in range(n):
-            c = cols[i]
-            if lo <= c < hi:
-                _widen(W[c], bits)
+            if lo <= cols[i] < hi:
+                _widen(W[cols[i]], bits)
                 gr = g[rows[i]]
                 acc = np.float32(0.0)
                 for j in range(K):
                     acc += w[j] * gr[j]
                 dv[i] = acc
                 if weight_grad:
-                    a, d = v[i], dW[c]
-                    for j in range(K):
-                        d[j] += a * gr[j]
+                    _axpy(v[i], gr, dW[cols[i]])
 
 
 @_njit(parallel=True, nogil=True)
 def _scatter_rows(v, X, rows, cols, n, out, threads):
-    F, K = out.shape
     for part in _prange(threads):
-        lo, hi = part * F // threads, (part + 1) * F // threads
+        lo, hi = _span(part, out.shape[0], threads)
         for i in range(n):
-            c = cols[i]
-            if lo <= c < hi:
-                a, x, o = v[i], X[rows[i]], out[c]
-                for j in range(K):
-                    o[j] += a * x[j]
+            if lo <= cols[i] < hi:
+                _axpy(v[i], X[rows[i]], out[cols[i]])
 
 
 def _bits(W: np.ndarray) -> np.ndarray:
