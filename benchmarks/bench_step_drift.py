@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--activation", default="topk", choices=("topk", "batchtopk"))
     ap.add_argument("--dec_init_norm", type=float, default=0.0, help="decoder row norm at init (0: the default)")
+    ap.add_argument("--matmul_dtype", default="", help="override config.matmul_dtype (default: the config's)")
     ap.add_argument("--trace", action="store_true", help="then five steps under jax.profiler, per operation")
     ap.add_argument("--against", default="", help="another checkout whose step takes turns with this one's")
     a = ap.parse_args()
@@ -106,6 +107,8 @@ def main() -> None:
     c = get_config()
     c.dict_size, c.batch_size, c.activation, c.k, c.steps, c.lr = a.F, B, a.activation, a.k, a.steps, a.lr
     c.dec_init_norm = a.dec_init_norm
+    if a.matmul_dtype:
+        c.matmul_dtype = a.matmul_dtype
     mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
     _, key, _, _, init_fn, step_fn = build(c, 1, D, np.ones(1), mesh)
     state = jax.block_until_ready(init_fn(key))
@@ -118,7 +121,7 @@ def main() -> None:
         r[1], m = r[0](r[1], xs[0])
         jax.block_until_ready(m)
     print(f"# {cpu_model()}, {os.cpu_count()} cores, jax {jax.__version__}; {a.activation} C 1, D {D}, F {a.F}, "
-          f"k {a.k}, batch {B}, decoder rows {a.dec_init_norm or 'default'}, lr {a.lr:g}, {a.steps} steps over {n} "
+          f"k {a.k}, batch {B}, matmul {c.matmul_dtype}, decoder rows {a.dec_init_norm or 'default'}, lr {a.lr:g}, {a.steps} steps over {n} "
           f"batches of {a.rows}; temporaries {keeper.settle()}",
           flush=True)
     names = list(runs)
