@@ -15,7 +15,7 @@ over the entries found, not over `cap`. Gathers and scatters move C*D numbers pe
 dense matmuls stream whole rows through the matrix units, so sparse pays only when few codes are
 nonzero (`sparse_step.applies`). Left to XLA's partitioner, data-dependent gathers on sharded arrays
 gather whole arrays onto every device, so on a mesh these run per device inside `shard_map`. On a
-single CPU device the gathers and scatter-adds run as host kernels (`runtime.host_kernels`), whose
+single CPU device the gathers and scatter-adds run as host kernels (`runtime.host_calls`), whose
 cores each own a range of output rows: the train step ran 1.3x faster than with XLA's loops over
 chunks of entries here (`benchmarks/README.md`, "Host kernels").
 """
@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from crosscoder_jax.crosscoder import scores
-from crosscoder_jax.runtime import host_kernels
+from crosscoder_jax.runtime import host_calls
 
 _CHUNK = 4096  # most entries per loop step (a power of two); caps are whole multiples of it
 _CHUNK_FLOATS = 1 << 22  # and at most this many gathered floats (16 MB) per step
@@ -204,8 +204,8 @@ def gather_sum(vals: jax.Array, W_FK: jax.Array, e: Entries, B: int, dtype=jnp.f
     vals read in `dtype`): each token's sum of its entries' rows of W."""
     Wg_FK = gatherable(W_FK, dtype)
     v = rounded(vals, dtype)
-    if host_kernels.available():
-        return host_kernels.gather_sum(v, Wg_FK, e.rows, e.cols, e.n, B)
+    if host_calls.available():
+        return host_calls.gather_sum(v, Wg_FK, e.rows, e.cols, e.n, B)
     n = chunk_len(v.shape[0], W_FK.shape[1])
 
     def body(i, out_BK):
@@ -224,8 +224,8 @@ def decoder_grads(vals: jax.Array, W_FK: jax.Array, e: Entries, g_BK: jax.Array,
     `weight_grad`), float32. (The scale is applied to the gathered rows, so no scaled copy of g is made.)"""
     Wg_FK = gatherable(W_FK, dtype)
     v = rounded(vals, dtype)
-    if host_kernels.available():
-        return host_kernels.decoder_grads(v, Wg_FK, e.rows, e.cols, e.n, rounded(g_BK * g_scale, dtype),
+    if host_calls.available():
+        return host_calls.decoder_grads(v, Wg_FK, e.rows, e.cols, e.n, rounded(g_BK * g_scale, dtype),
                                           d_W_FK, weight_grad)
     n = chunk_len(v.shape[0], W_FK.shape[1])
 
@@ -250,8 +250,8 @@ def scatter_rows(vals: jax.Array, e: Entries, X_BK: jax.Array, F: int, dtype=jnp
     `val * X[row]` into row col (added to `out_FK` when given). With vals the pre-activation
     gradient and X the input it is the encoder's weight gradient, transposed."""
     v = rounded(vals, dtype)
-    if host_kernels.available():
-        return host_kernels.scatter_rows(v, rounded(X_BK, dtype), e.rows, e.cols, e.n, F, out_FK)
+    if host_calls.available():
+        return host_calls.scatter_rows(v, rounded(X_BK, dtype), e.rows, e.cols, e.n, F, out_FK)
     n = chunk_len(v.shape[0], X_BK.shape[1])
 
     def body(i, out):

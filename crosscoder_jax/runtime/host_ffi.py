@@ -8,7 +8,7 @@ finds its buffers in the call frame and runs the kernel on them in place, withou
 frame is read at the offsets of that header's structs on a 64-bit target (the tests run every
 kernel through XLA against the same kernel on NumPy).
 
-Compiled on first import (~20 s on a 2-core CPU, then cached in __pycache__), so `host_kernels`
+Compiled on first import (~10 s on a 2-core CPU, then cached in __pycache__), so `host_calls`
 imports this module only when a program would use it.
 """
 

@@ -9,7 +9,7 @@ import pytest
 
 from crosscoder_jax import crosscoder as cc
 from crosscoder_jax.crosscoder import sparse_decode, sparse_step
-from crosscoder_jax.runtime import host_kernels
+from crosscoder_jax.runtime import host_calls
 
 
 def _codes(B=16, F=256, density=0.05, seed=0):
@@ -148,7 +148,7 @@ def test_kernels_match_numpy(dtype, chunk, monkeypatch):
         monkeypatch.setenv("CROSSCODER_HOST_KERNELS", "0")
         monkeypatch.setattr(sparse_decode, "_CHUNK", chunk)
     else:
-        assert host_kernels.available()
+        assert host_calls.available()
     f, rng = _codes()
     B, F = f.shape
     W = jnp.asarray(rng.normal(size=(F, 24)), jnp.float32)

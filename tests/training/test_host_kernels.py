@@ -8,7 +8,7 @@ import pytest
 from jax import lax
 
 from crosscoder_jax.crosscoder.activations import select
-from crosscoder_jax.runtime import host_kernels
+from crosscoder_jax.runtime import host_calls, host_kernels
 
 
 def _cases():
@@ -51,11 +51,11 @@ def test_bad_k_is_refused():
 def test_in_jit_under_grad_and_switch(monkeypatch):
     """Traced in a jitted, differentiated program it gives lax's numbers (values without gradient);
     CROSSCODER_HOST_KERNELS=0 puts lax.top_k back."""
-    assert host_kernels.available()  # one CPU device in the default test run
+    assert host_calls.available()  # one CPU device in the default test run
     x = jax.random.normal(jax.random.key(0), (300, 640))
 
     def loss(x):
-        vals, idx = host_kernels.top_k(x, 20)
+        vals, idx = host_calls.top_k(x, 20)
         return jnp.sum(x[jnp.arange(300)[:, None], idx]) + 0 * jnp.sum(vals)
 
     g = jax.jit(jax.grad(loss))(x)
@@ -63,11 +63,11 @@ def test_in_jit_under_grad_and_switch(monkeypatch):
     expect = np.zeros(x.shape, np.float32)
     np.put_along_axis(expect, np.asarray(ref_idx), 1.0, axis=1)
     np.testing.assert_array_equal(np.asarray(g), expect)
-    hlo = jax.jit(lambda x: host_kernels.top_k(x, 20)).lower(x).as_text()
+    hlo = jax.jit(lambda x: host_calls.top_k(x, 20)).lower(x).as_text()
     assert "crosscoder_jax_host_top_k" in hlo
     monkeypatch.setenv("CROSSCODER_HOST_KERNELS", "0")
-    assert not host_kernels.available()
-    assert "crosscoder_jax_host" not in jax.jit(lambda x: host_kernels.top_k(x, 21)).lower(x).as_text()
+    assert not host_calls.available()
+    assert "crosscoder_jax_host" not in jax.jit(lambda x: host_calls.top_k(x, 21)).lower(x).as_text()
 
 
 def test_row_blocks_same_with_either_top_k(monkeypatch):
@@ -124,15 +124,15 @@ def test_row_kernels_through_xla_match_numpy(bf16):
     Wk = lax.bitcast_convert_type(W.astype(jnp.bfloat16), jnp.uint16) if bf16 else W
     g, start = rng.standard_normal((B, K)).astype(np.float32), rng.standard_normal((F, K)).astype(np.float32)
     host = host_kernels
-    got = jax.jit(lambda *a: host.gather_sum(*a, B))(v, Wk, rows, cols, n)
+    got = jax.jit(lambda *a: host_calls.gather_sum(*a, B))(v, Wk, rows, cols, n)
     np.testing.assert_array_equal(got, host.gather_sum_host(v, np.asarray(Wk), rows, cols, n, B))
     for init in (None, start):
-        dv, dW = jax.jit(lambda *a: host.decoder_grads(*a, True))(v, Wk, rows, cols, n, g, init)
+        dv, dW = jax.jit(lambda *a: host_calls.decoder_grads(*a, True))(v, Wk, rows, cols, n, g, init)
         want_dv, want_dW = host.decoder_grads_host(v, np.asarray(Wk), rows, cols, n, g, init)
         np.testing.assert_array_equal(dv, want_dv)
         np.testing.assert_array_equal(dW, want_dW)
-        out = jax.jit(lambda *a: host.scatter_rows(*a, F, init))(v, g, rows, cols, n)
+        out = jax.jit(lambda *a: host_calls.scatter_rows(*a, F, init))(v, g, rows, cols, n)
         np.testing.assert_array_equal(out, host.scatter_rows_host(v, g, rows, cols, n, F, init))
-    dv, none = jax.jit(lambda *a: host.decoder_grads(*a, None, False))(v, Wk, rows, cols, n, g)
+    dv, none = jax.jit(lambda *a: host_calls.decoder_grads(*a, None, False))(v, Wk, rows, cols, n, g)
     assert none is None
     np.testing.assert_array_equal(dv, want_dv)

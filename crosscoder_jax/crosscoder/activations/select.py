@@ -30,7 +30,7 @@ lie (ties aside), so the sparse step lists them there without reading the rest o
 CPU this runs ~2.5x faster than the bisection (B 4096, F 16384, k 32: 0.11 s against 0.28 s), whose
 31 counting rounds each write their comparison out in full (XLA's CPU backend does not fuse an
 elementwise producer into a row reduction). A top-k over whole rows is slower still (9 s there).
-Both top-k calls go through `runtime.host_kernels`, which on one CPU device runs a compiled host
+Both top-k calls go through `runtime.host_calls`, which on one CPU device runs a compiled host
 kernel ~3x faster than XLA's per-row sort, with the same results.
 """
 
@@ -44,7 +44,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from crosscoder_jax.crosscoder import scores
-from crosscoder_jax.runtime import host_kernels
+from crosscoder_jax.runtime import host_calls
 
 _INF_BITS = 0x7F800000  # bit pattern of +inf: an upper bound for every finite non-negative float32
 
@@ -183,13 +183,13 @@ def row_blocks(v: scores.ScoresLike, k: jax.Array, k_bound: int) -> RowBlocks | 
     if not s:
         return None
     max_RN = scores.block_max(v, s)
-    _, ids = host_kernels.top_k(max_RN, k_bound)
+    _, ids = host_calls.top_k(max_RN, k_bound)
     # Ascending ids keep the listing row-major. Any top-k_bound set of blocks holds at least k
     # entries >= t, and every entry of the others is <= t, so the top-k of these is exact.
     ids = jnp.sort(ids, axis=-1)
     cand = scores.take_blocks(v, ids, s).reshape(R, k_bound * s)
     # one more than k_bound, to tell the rows with exactly k_bound entries >= t (`RowBlocks.cols`)
-    top, pos = host_kernels.top_k(cand, k_bound + 1)
+    top, pos = host_calls.top_k(cand, k_bound + 1)
     # Gathers, not slices: XLA turns top_k followed by a slice into a full sort (~20x slower).
     at = lambda a, j: jnp.take_along_axis(a, j, axis=1)  # noqa: E731
     t = at(top, jnp.clip(k - 1, 0, k_bound - 1)[:, None])[:, 0]
