@@ -104,15 +104,9 @@ def _threads(frame):
 
 
 @numba.njit(inline="always")
-def _rows16(frame, i):
-    a, d, _ = _buffer(frame, 0, i)
-    return carray(_ptr(a), (d[0], d[1]), dtype=np.uint16)
-
-
-@numba.njit(inline="always")
-def _rows32(frame, i):
-    a, d, _ = _buffer(frame, 0, i)
-    return carray(_ptr(a), (d[0], d[1]), dtype=np.uint32)
+def _mat(frame, which, i, dtype):
+    a, d, _ = _buffer(frame, which, i)
+    return carray(_ptr(a), (d[0], d[1]), dtype=dtype)
 
 
 _SIG = types.voidptr(types.voidptr)
@@ -123,9 +117,8 @@ def _top_k_ffi(frame):
     """args: x [R, n] float32, then (as every handler's last) the thread count []; results:
     values [R, k] float32, positions [R, k] int32."""
     if _execute(frame):
-        a, d, _ = _buffer(frame, 1, 1)
-        idx = carray(_ptr(a), (d[0], d[1]), dtype=np.int32)
-        hk._top_rows(_f32(frame, 0, 0), d[1], _f32(frame, 1, 0), idx, _threads(frame))
+        idx = _mat(frame, 1, 1, np.int32)
+        hk._top_rows(_f32(frame, 0, 0), idx.shape[1], _f32(frame, 1, 0), idx, _threads(frame))
     return _ptr(_OK)
 
 
@@ -137,9 +130,9 @@ def _gather_sum_ffi(frame):
         v, rows, cols = _vec(frame, 0, 0, np.float32), _vec(frame, 0, 2, np.int32), _vec(frame, 0, 3, np.int32)
         n, out, t = _scalar_i32(frame, 4), _f32(frame, 1, 0), _threads(frame)
         if _buffer(frame, 0, 1)[2] == _U16:
-            hk._gather_sum(v, _rows16(frame, 1), rows, cols, n, out, t)
+            hk._gather_sum(v, _mat(frame, 0, 1, np.uint16), rows, cols, n, out, t)
         else:
-            hk._gather_sum(v, _rows32(frame, 1), rows, cols, n, out, t)
+            hk._gather_sum(v, _mat(frame, 0, 1, np.uint32), rows, cols, n, out, t)
     return _ptr(_OK)
 
 
@@ -154,9 +147,9 @@ def _decoder_grads_ffi(frame):
         dW = _f32(frame, 1, 1) if wg else _f32(frame, 1, 0)  # a placeholder the kernel does not touch
         zero, t = _count(frame, 0) == 7, _threads(frame)
         if _buffer(frame, 0, 1)[2] == _U16:
-            hk._decoder_grads(v, _rows16(frame, 1), rows, cols, n, g, dv, dW, wg, zero, t)
+            hk._decoder_grads(v, _mat(frame, 0, 1, np.uint16), rows, cols, n, g, dv, dW, wg, zero, t)
         else:
-            hk._decoder_grads(v, _rows32(frame, 1), rows, cols, n, g, dv, dW, wg, zero, t)
+            hk._decoder_grads(v, _mat(frame, 0, 1, np.uint32), rows, cols, n, g, dv, dW, wg, zero, t)
     return _ptr(_OK)
 
 

@@ -31,7 +31,7 @@ CPU this runs ~2.5x faster than the bisection (B 4096, F 16384, k 32: 0.11 s aga
 31 counting rounds each write their comparison out in full (XLA's CPU backend does not fuse an
 elementwise producer into a row reduction). A top-k over whole rows is slower still (9 s there).
 Both top-k calls go through `runtime.host_calls`, which on one CPU device runs a compiled host
-kernel ~3x faster than XLA's per-row sort, with the same results.
+kernel with the same results (6.0 and 4.1 ms on the step's two inputs against 33 and 25 ms).
 """
 
 from __future__ import annotations
