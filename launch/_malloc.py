@@ -20,8 +20,9 @@ import os
 import platform
 import sys
 
+from crosscoder_jax.runtime.arena import OFF  # no jax import, so still before JAX starts
+
 TUNABLES = {"glibc.malloc.hugetlb": "1", "glibc.malloc.arena_max": "1"}
-OFF = "CROSSCODER_JAX_MALLOC"
 
 
 def tunables(current: str) -> str:

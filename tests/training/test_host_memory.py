@@ -52,6 +52,61 @@ def test_a_kept_block_is_not_faulted_again():
     assert kept["why"].startswith("kept between steps")
 
 
+THREAD = """
+import ctypes, json, queue, resource, sys, threading
+if sys.argv[1] == "early":
+    import crosscoder_jax  # sets one arena, as it does before JAX's worker threads start
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+todo, done = queue.Queue(), queue.Queue()
+
+def worker():  # a pool thread, as XLA's: allocates when it starts, large blocks later
+    libc.free(libc.malloc(64))
+    while (n := todo.get()):
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        p = libc.malloc(n)
+        libc.memset(p, 1, n)
+        libc.free(p)
+        done.put(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+
+t = threading.Thread(target=worker)
+t.start()
+from crosscoder_jax.runtime import arena, host_memory
+keeper = host_memory.Keeper()
+faults = []
+for _ in range(4):
+    todo.put(256 << 20)
+    faults.append(done.get())
+todo.put(0)
+t.join()
+print(json.dumps({"faults": faults, "why": keeper.settle(), "early": arena.made_before_jax()}))
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc malloc settings")
+def test_importing_the_package_first_lets_a_worker_thread_reuse_the_kept_block():
+    def run(mode, **extra):
+        env = subprocess_env(**extra)
+        for name in (host_memory.OFF, "GLIBC_TUNABLES"):
+            env.pop(name, None)
+        env.update(extra)
+        out = subprocess.run([sys.executable, "-c", THREAD, mode], env=env, cwd=ROOT, capture_output=True, text=True,
+                             check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    pages = (256 << 20) // 4096
+    early, late = run("early"), run("late")
+    off = run("early", CROSSCODER_JAX_MALLOC="default")
+    # the thread took its own arena before the setting: each block is mapped fresh and faults again
+    assert min(late["faults"][1:]) >= pages // 512, late
+    assert min(off["faults"][1:]) >= pages // 512 and not off["early"], off
+    # set first, the thread allocates from the main arena, which the keeper keeps
+    assert early["early"] and max(early["faults"][1:]) < 16, early
+    assert "one arena)" in early["why"]
+
+
 class FakeMemory:
     def __init__(self, monkeypatch, resident, available):
         self.resident, self.available, self.released = resident, available, 0
