@@ -2,17 +2,17 @@
 worker threads that allocate each program's temporaries.
 
 A glibc thread that allocates gets its own arena, and an arena other than the main one serves a
-block as large as a train step's temporaries (1.3 GB at C 1, D 512, F 16384, batch 4096) with a
+block as large as a train step's temporaries (0.7-1.3 GB at C 1, D 512, F 16384, batch 4096) with a
 fresh mmap whatever `mallopt` says later, so `host_memory.Keeper` cannot keep it and every step
 faults it in again. `mallopt(M_ARENA_MAX, 1)` before those threads first allocate sends them to the
 main arena. The launch scripts get the same from `GLIBC_TUNABLES` (launch/_malloc.py, with huge
 pages as well); this covers a notebook or a script that calls the library directly. Measured on a
-2-core AMD EPYC with AVX-512 (2026-12-06; the topk step above, median of 50, one process each):
-no setting 424 ms, this call before JAX starts 284 ms, the arena tunable 279 ms, both tunables
-260 ms, this call with the huge-page tunable 261 ms.
+2-core AMD EPYC with AVX-512 (2026-12-06; the topk train step, C 1, D 512, F 16384, batch 4096,
+median of 50 steps, one process each): no setting 424 ms, this call before JAX starts 284 ms,
+the arena tunable 279 ms, both tunables 260 ms, this call with the huge-page tunable 261 ms.
 
-One arena also means one lock for every thread's small allocations; nothing measured here lost
-by it. `CROSSCODER_JAX_MALLOC=default` turns it off. No jax import here: the call must come before
+One arena also means one lock for every thread's small allocations; the launch scripts (the
+reader's threads included) run that way, and the test suite took the same time with it. `CROSSCODER_JAX_MALLOC=default` turns it off. No jax import here: the call must come before
 JAX's backend starts, and `python -m launch...` reads this module's `OFF` before it re-executes.
 """
 

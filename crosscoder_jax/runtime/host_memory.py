@@ -10,8 +10,9 @@ kept against 6.32 s; at F 65536 14.3-17.4 s against 18.3-24.1 s, but there the h
 machine's 24 GB, which the keeper's room check now prevents by not keeping.
 
 Two settings make that possible. One arena (`glibc.malloc.arena_max=1`, which the launch scripts
-set at start-up, launch/_malloc.py, and `import crosscoder_jax` sets before JAX starts, `arena`): XLA's worker threads allocate the block, and a thread's own
-arena falls back to mmap for a block that large whatever the settings. And, while a `Keeper` is
+set at start-up, launch/_malloc.py, and `import crosscoder_jax` sets before JAX starts, `arena`):
+XLA's worker threads allocate the block, and a thread's own arena falls back to mmap for a block
+that large whatever the settings. And, while a `Keeper` is
 open, no mmap and no trim (`mallopt`). Freed memory is then not returned to the system unless the
 keeper returns it (`release`): it keeps only where the system has room for a second block, and
 returns stray holes as they appear (see `Keeper`).
@@ -61,7 +62,8 @@ def one_arena() -> bool:
     """Whether XLA's worker threads allocate from the main arena: glibc's one-arena setting from
     start-up, or made by `arena` before JAX's backend started (without it the kept heap does not
     serve the worker threads' large blocks, and a `Keeper` changes little)."""
-    return "glibc.malloc.arena_max=1" in os.environ.get("GLIBC_TUNABLES", "").split(":") or arena.made_before_jax()
+    tunables = os.environ.get("GLIBC_TUNABLES", "").split(":")
+    return "glibc.malloc.arena_max=1" in tunables or arena.made_before_jax()
 
 
 def resident_bytes() -> int:
@@ -137,8 +139,9 @@ class Keeper:
         self._limit = resident_bytes() + self._half_block
         self._warm = self.WARM_STEPS
         return (f"kept between steps ({kept / 1e9:.1f} GB over the first step, {room / 1e9:.1f} GB left; glibc: "
-                "no mmap, no trim" + (", one arena)" if one_arena() else "; not one arena: import crosscoder_jax before "
-                "running anything in JAX, or launch through `python -m launch.train`, so that worker threads reuse the heap)"))
+                "no mmap, no trim" + (", one arena)" if one_arena() else "; not one arena: import crosscoder_jax "
+                "before running anything in JAX, or launch through `python -m launch.train`, so that worker "
+                "threads reuse the heap)"))
 
     def after_step(self) -> None:
         """Returns stray holes once the resident size passes the settled one (see the class)."""
