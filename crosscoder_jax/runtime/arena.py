@@ -12,8 +12,9 @@ median of 50 steps, one process each): no setting 424 ms, this call before JAX s
 the arena tunable 279 ms, both tunables 260 ms, this call with the huge-page tunable 261 ms.
 
 One arena also means one lock for every thread's small allocations; the launch scripts (the
-reader's threads included) run that way, and the test suite took the same time with it. `CROSSCODER_JAX_MALLOC=default` turns it off. No jax import here: the call must come before
-JAX's backend starts, and `python -m launch...` reads this module's `OFF` before it re-executes.
+reader's threads included) have always run that way. `CROSSCODER_JAX_MALLOC=default` turns it
+off. No jax import here: the call must come before JAX's backend starts, and `python -m
+launch...` reads this module's `OFF` before it re-executes.
 """
 
 from __future__ import annotations
