@@ -17,10 +17,9 @@ jax is imported):
 from __future__ import annotations
 
 import os
-import platform
 import sys
 
-from crosscoder_jax.runtime.arena import OFF  # no jax import, so still before JAX starts
+from crosscoder_jax.runtime.arena import OFF, glibc  # no jax import, so still before JAX starts
 
 TUNABLES = {"glibc.malloc.hugetlb": "1", "glibc.malloc.arena_max": "1"}
 
@@ -34,7 +33,7 @@ def tunables(current: str) -> str:
 
 def reexec_with_tunables() -> None:
     """Restarts this process (same interpreter and command line) with the tunables, once."""
-    if os.environ.get(OFF) == "default" or not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+    if os.environ.get(OFF) == "default" or not glibc():
         return
     current = os.environ.get("GLIBC_TUNABLES", "")
     wanted = tunables(current)

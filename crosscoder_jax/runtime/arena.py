@@ -29,6 +29,11 @@ M_ARENA_MAX = -8  # <malloc.h>
 _EARLY: list[bool] = []  # whether the setting was made before any JAX backend started
 
 
+def glibc() -> bool:
+    """Whether this process runs on Linux with glibc, whose malloc these settings are for."""
+    return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+
 def _backends_started() -> bool:
     xb = sys.modules.get("jax._src.xla_bridge")
     if xb is None:  # jax not imported yet: no backend either
@@ -43,8 +48,7 @@ def set_one_arena() -> bool:
     """Calls `mallopt(M_ARENA_MAX, 1)` on Linux with glibc unless `OFF` is "default"; returns
     whether it took effect before any JAX backend started (then XLA's threads share the heap)."""
     if not _EARLY:
-        ok = (os.environ.get(OFF) != "default" and sys.platform.startswith("linux")
-              and platform.libc_ver()[0] == "glibc")
+        ok = os.environ.get(OFF) != "default" and glibc()
         early = ok and not _backends_started()
         if ok:
             ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1)

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
-import sys
 from pathlib import Path
 
 import jax
@@ -42,8 +40,7 @@ _LIBC: list = []
 
 def _glibc():
     if not _LIBC:
-        ok = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
-        _LIBC.append(ctypes.CDLL(None) if ok else None)
+        _LIBC.append(ctypes.CDLL(None) if arena.glibc() else None)
     return _LIBC[0]
 
 

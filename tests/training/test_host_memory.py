@@ -3,16 +3,15 @@ block that is freed and allocated again, and the keeper keeps only where there i
 stray holes."""
 
 import json
-import platform
 import subprocess
 import sys
 
 import pytest
 
 from conftest import ROOT, subprocess_env
-from crosscoder_jax.runtime import host_memory
+from crosscoder_jax.runtime import arena, host_memory
 
-GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+GLIBC = arena.glibc()
 
 REUSE = """
 import ctypes, json, resource, sys
