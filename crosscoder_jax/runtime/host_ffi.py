@@ -78,13 +78,6 @@ def _buffer(frame, which, i):
 
 
 @numba.njit(inline="always")
-def _f32(frame, which, i):
-    a, d, _ = _buffer(frame, which, i)
-    return carray(_ptr(a), (d[0], d[1]), dtype=np.float32) if d.shape[0] == 2 else \
-        carray(_ptr(a), (d[0], 1), dtype=np.float32)
-
-
-@numba.njit(inline="always")
 def _vec(frame, which, i, dtype):
     a, d, _ = _buffer(frame, which, i)
     return carray(_ptr(a), d[0], dtype=dtype)
@@ -105,8 +98,17 @@ def _threads(frame):
 
 @numba.njit(inline="always")
 def _mat(frame, which, i, dtype):
+    """Arg (which 0) or result (1) i as a matrix; a vector [n] as [n, 1]."""
     a, d, _ = _buffer(frame, which, i)
-    return carray(_ptr(a), (d[0], d[1]), dtype=dtype)
+    return carray(_ptr(a), (d[0], d[1] if d.shape[0] == 2 else 1), dtype=dtype)
+
+
+@numba.njit(inline="always")
+def _entries(frame):
+    """Args 0, 2, 3 and 4 of the row kernels: the entries' values [N] float32, their rows [N] and
+    columns [N] int32, and how many of them are used, n []."""
+    return (_vec(frame, 0, 0, np.float32), _vec(frame, 0, 2, np.int32), _vec(frame, 0, 3, np.int32),
+            _scalar_i32(frame, 4))
 
 
 _SIG = types.voidptr(types.voidptr)
@@ -118,7 +120,8 @@ def _top_k_ffi(frame):
     values [R, k] float32, positions [R, k] int32."""
     if _execute(frame):
         idx = _mat(frame, 1, 1, np.int32)
-        hk._top_rows(_f32(frame, 0, 0), idx.shape[1], _f32(frame, 1, 0), idx, _threads(frame))
+        x, vals = _mat(frame, 0, 0, np.float32), _mat(frame, 1, 0, np.float32)
+        hk._top_rows(x, idx.shape[1], vals, idx, _threads(frame))
     return _ptr(_OK)
 
 
@@ -127,8 +130,8 @@ def _gather_sum_ffi(frame):
     """args: v [N], W [F, K] (uint32 float bits or uint16 bf16 bits), rows [N], cols [N], n [];
     result: out [B, K]."""
     if _execute(frame):
-        v, rows, cols = _vec(frame, 0, 0, np.float32), _vec(frame, 0, 2, np.int32), _vec(frame, 0, 3, np.int32)
-        n, out, t = _scalar_i32(frame, 4), _f32(frame, 1, 0), _threads(frame)
+        v, rows, cols, n = _entries(frame)
+        out, t = _mat(frame, 1, 0, np.float32), _threads(frame)
         if _buffer(frame, 0, 1)[2] == _U16:
             hk._gather_sum(v, _mat(frame, 0, 1, np.uint16), rows, cols, n, out, t)
         else:
@@ -141,10 +144,10 @@ def _decoder_grads_ffi(frame):
     """args: v [N], W [F, K] (as in gather_sum), rows, cols, n, g [B, K], then dW [F, K] to add to
     (aliased to the second result); results: dv [N], then dW [F, K] (none: no weight gradient)."""
     if _execute(frame):
-        v, rows, cols = _vec(frame, 0, 0, np.float32), _vec(frame, 0, 2, np.int32), _vec(frame, 0, 3, np.int32)
-        n, g, dv = _scalar_i32(frame, 4), _f32(frame, 0, 5), _vec(frame, 1, 0, np.float32)
+        v, rows, cols, n = _entries(frame)
+        g, dv = _mat(frame, 0, 5, np.float32), _vec(frame, 1, 0, np.float32)
         wg = _count(frame, 1) == 2
-        dW = _f32(frame, 1, 1) if wg else _f32(frame, 1, 0)  # a placeholder the kernel does not touch
+        dW = _mat(frame, 1, 1 if wg else 0, np.float32)  # without wg a placeholder the kernel does not touch
         zero, t = _count(frame, 0) == 7, _threads(frame)
         if _buffer(frame, 0, 1)[2] == _U16:
             hk._decoder_grads(v, _mat(frame, 0, 1, np.uint16), rows, cols, n, g, dv, dW, wg, zero, t)
@@ -158,9 +161,9 @@ def _scatter_rows_ffi(frame):
     """args: v [N], X [B, K] float32, rows, cols, n, then out [F, K] to add to (aliased to the
     result); result: out [F, K]."""
     if _execute(frame):
-        v, rows, cols = _vec(frame, 0, 0, np.float32), _vec(frame, 0, 2, np.int32), _vec(frame, 0, 3, np.int32)
-        hk._scatter_rows(v, _f32(frame, 0, 1), rows, cols, _scalar_i32(frame, 4), _f32(frame, 1, 0),
-                         _count(frame, 0) == 6, _threads(frame))
+        v, rows, cols, n = _entries(frame)
+        X, out = _mat(frame, 0, 1, np.float32), _mat(frame, 1, 0, np.float32)
+        hk._scatter_rows(v, X, rows, cols, n, out, _count(frame, 0) == 6, _threads(frame))
     return _ptr(_OK)
 
 
