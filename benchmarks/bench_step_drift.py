@@ -121,8 +121,8 @@ def main() -> None:
         r[1], m = r[0](r[1], xs[0])
         jax.block_until_ready(m)
     print(f"# {cpu_model()}, {os.cpu_count()} cores, jax {jax.__version__}; {a.activation} C 1, D {D}, F {a.F}, "
-          f"k {a.k}, batch {B}, matmul {c.matmul_dtype}, decoder rows {a.dec_init_norm or 'default'}, lr {a.lr:g}, {a.steps} steps over {n} "
-          f"batches of {a.rows}; temporaries {keeper.settle()}",
+          f"k {a.k}, batch {B}, matmul {c.matmul_dtype}, decoder rows {a.dec_init_norm or 'default'}, lr {a.lr:g}, "
+          f"{a.steps} steps over {n} batches of {a.rows}; temporaries {keeper.settle()}",
           flush=True)
     names = list(runs)
     for i in range(a.steps):
